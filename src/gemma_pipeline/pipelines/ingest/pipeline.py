@@ -1,0 +1,18 @@
+"""Wiring of the ingest pipeline."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import ingest_sources
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=ingest_sources,
+                inputs="params:ingest",
+                outputs=["questions", "rejected_rows", "ingest_summary"],
+                name="ingest_sources",
+            ),
+        ]
+    )

@@ -1,0 +1,63 @@
+import pandas as pd
+import pytest
+
+from gemma_pipeline.config import FormatPromptsParams
+from gemma_pipeline.pipelines.format_prompts.nodes import (
+    PROMPT_COLUMNS,
+    format_prompts,
+    render_pair,
+    render_user_message,
+)
+
+FORMAT = {
+    "templates": {
+        "mmlu": {"user": "Question about {subject}.\n{question}\n{options}\nAnswer:"},
+        "mathqa": {"user": "Solve.\n{question}\n{options}"},
+    },
+}
+
+
+def _questions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row_id": ["m1", "q1"],
+            "source": ["mmlu", "mathqa"],
+            "task": ["mmlu", "mathqa"],
+            "split": ["train", "test"],
+            "subject": ["", "gain"],
+            "question": ["What is 2 + 2?", "A train goes 10 km in 2 h. Speed?"],
+            "choices": [["3", "4", "5", "6"], ["2", "5", "10", "20", "none"]],
+            "answer": [1, 1],
+            "rationale": [None, "10 / 2 = 5"],
+        }
+    )
+
+
+def test_user_message_letters_options_and_falls_back_on_empty_subject():
+    params = FormatPromptsParams.model_validate(FORMAT)
+    row = _questions().iloc[0]
+    message = render_user_message(row, params)
+    assert message == (
+        "Question about general knowledge.\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
+    )
+
+
+def test_pair_uses_gemma_turns_and_ends_the_model_turn(tiny_tokenizer):
+    prompt, completion = render_pair("hi there", "B. 4", tiny_tokenizer)
+    assert prompt == "<bos><start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n"
+    assert completion == "B. 4<end_of_turn>\n"
+
+
+def test_format_prompts_builds_every_pair(tiny_tokenizer_dir):
+    prompts = format_prompts(_questions(), FORMAT, {"name_or_path": str(tiny_tokenizer_dir)})
+    assert list(prompts.columns) == PROMPT_COLUMNS
+    assert prompts["answer_letter"].tolist() == ["B", "B"]
+    assert prompts["completion"].tolist() == ["B. 4<end_of_turn>\n", "B. 5<end_of_turn>\n"]
+    assert "E. none" in prompts.loc[1, "prompt"]
+    assert prompts.loc[1, "prompt"].count("<start_of_turn>user") == 1
+
+
+def test_missing_template_for_a_task_is_an_error(tiny_tokenizer_dir):
+    only_mmlu = {"templates": {"mmlu": FORMAT["templates"]["mmlu"]}}
+    with pytest.raises(ValueError, match="no template for task"):
+        format_prompts(_questions(), only_mmlu, {"name_or_path": str(tiny_tokenizer_dir)})
