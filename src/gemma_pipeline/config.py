@@ -109,6 +109,9 @@ class FormatPromptsParams(StrictModel):
     completion: str = "{letter}. {text}"
     # MMLU's auxiliary_train has no subject; the template still needs words there.
     subject_fallback: str = "general knowledge"
+    # Each training question is also written with its options rotated (1 = as given). Rotations
+    # break the link between a letter and an answer, so the fine-tune must read the options.
+    train_option_rotations: int = Field(default=1, ge=1, le=10)
 
 
 # --- tokenize ---------------------------------------------------------------------------------
@@ -118,12 +121,80 @@ class TokenizeParams(StrictModel):
     max_length: int = Field(gt=8)
 
 
+# --- train_qlora ------------------------------------------------------------------------------
+
+
+class QuantizationParams(StrictModel):
+    load_in_4bit: bool = True
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True  # quantizes the quantization constants too: ~0.4 bit/param saved
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+
+
+class LoraParams(StrictModel):
+    r: int = Field(default=8, gt=0)  # higher: better fit, more memory
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+
+
+class TrainQloraParams(StrictModel):
+    seed: int = 42
+    quantization: QuantizationParams = QuantizationParams()
+    lora: LoraParams = LoraParams()
+    per_device_train_batch_size: int = Field(default=4, gt=0)
+    gradient_accumulation_steps: int = Field(default=8, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = Field(default=0.03, ge=0)  # below 1: a fraction of all steps
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    num_train_epochs: float = Field(default=3, gt=0)
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    optim: str = "paged_adamw_8bit"
+    bf16: bool = True
+    gradient_checkpointing: bool = True  # ~30% slower steps for far less activation memory
+    logging_steps: int = Field(default=10, gt=0)
+    save_steps: int = Field(default=100, gt=0)
+    save_total_limit: int | None = 2
+    # Checkpoints go to <checkpoint_dir>/<fingerprint of config and data>, so resuming finds the
+    # run with the same settings and never another's.
+    checkpoint_dir: str = "data/06_models/checkpoints"
+    # true: continue from the last checkpoint of this exact configuration, if there is one.
+    resume: bool = False
+    # completion: loss on every completion token; answer_letter: only on the answer's letter.
+    loss_on: Literal["completion", "answer_letter"] = "completion"
+    # Keep every rotated copy of a question in the same batch (see format_prompts).
+    group_rotations: bool = True
+    max_train_rows: int | None = Field(default=None, gt=0)
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+class EvaluateParams(StrictModel):
+    # Held out from training by construction (ingest quarantines train rows that repeat them).
+    split: Literal["validation", "test"] = "test"
+    batch_size: int = Field(default=8, gt=0)  # questions per forward; options share the prompt
+    max_questions_per_task: int | None = Field(default=None, gt=0)
+
+
 #: Every validated parameters section and its model; extended as pipelines are added.
 SECTIONS: dict[str, type[StrictModel]] = {
     "model": ModelParams,
     "ingest": IngestParams,
     "format_prompts": FormatPromptsParams,
     "tokenize": TokenizeParams,
+    "train_qlora": TrainQloraParams,
+    "evaluate": EvaluateParams,
 }
 
 

@@ -4,15 +4,37 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from gemma_pipeline.pipelines import format_prompts, ingest, tokenize
+from gemma_pipeline.pipelines import (
+    evaluate,
+    format_prompts,
+    ingest,
+    report,
+    tokenize,
+    train_qlora,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Each stage alone, the stages as named groups, and the whole chain as the default."""
+    """Each stage alone, the stages in named groups, and the whole chain as the default.
+
+    ``training`` builds its data and trains; ``evaluation`` scores the latest (or a pinned,
+    ``--load-versions adapter:<timestamp>``) adapter and writes the report.
+    """
     stages = {
         "ingest": ingest.create_pipeline(),
         "format_prompts": format_prompts.create_pipeline(),
         "tokenize": tokenize.create_pipeline(),
+        "train_qlora": train_qlora.create_pipeline(),
+        "evaluate": evaluate.create_pipeline(),
+        "report": report.create_pipeline(),
     }
     data = stages["ingest"] + stages["format_prompts"] + stages["tokenize"]
-    return {**stages, "data": data, "__default__": data}
+    training = data + stages["train_qlora"]
+    evaluation = stages["evaluate"] + stages["report"]
+    return {
+        **stages,
+        "data": data,
+        "training": training,
+        "evaluation": evaluation,
+        "__default__": training + evaluation,
+    }

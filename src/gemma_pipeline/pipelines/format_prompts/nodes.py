@@ -15,7 +15,8 @@ from gemma_pipeline.sources.schema import LETTERS
 logger = logging.getLogger(__name__)
 
 PROMPT_COLUMNS = [
-    "row_id",
+    "row_id",  # unique per prompt: the question's row_id, plus "/rot<k>" for rotated copies
+    "question_id",  # the question's row_id in `questions`: rotated copies share it
     "source",
     "task",
     "split",
@@ -37,6 +38,25 @@ def render_user_message(row: pd.Series, params: FormatPromptsParams) -> str:
     return params.templates[row["task"]].user.format(
         subject=subject, question=row["question"], options=options
     )
+
+
+def rotate_options(questions: pd.DataFrame, rotations: int) -> pd.DataFrame:
+    """Add cyclically rotated copies of every question's options, right after the original.
+
+    Copies of one question stay adjacent, so a sampler that keeps groups together puts every
+    rotation of a question in the same batch.
+    """
+    rows = []
+    for _, row in questions.iterrows():
+        choices = list(row["choices"])
+        for shift in range(min(rotations, len(choices))):
+            rotated = row.copy()
+            rotated["choices"] = choices[shift:] + choices[:shift]
+            rotated["answer"] = (int(row["answer"]) - shift) % len(choices)
+            rotated["row_id"] = row["row_id"] if shift == 0 else f"{row['row_id']}/rot{shift}"
+            rotated["question_id"] = row["row_id"]
+            rows.append(rotated)
+    return pd.DataFrame(rows, columns=[*questions.columns, "question_id"]).reset_index(drop=True)
 
 
 def render_pair(
@@ -71,6 +91,14 @@ def format_prompts(
     missing = sorted(set(questions["task"]) - set(params.templates))
     if missing:
         raise ValueError(f"format_prompts.templates has no template for task(s) {missing}")
+    is_train = questions["split"] == "train"
+    questions = pd.concat(
+        [
+            rotate_options(questions[is_train], params.train_option_rotations),
+            rotate_options(questions[~is_train], 1),
+        ],
+        ignore_index=True,
+    )
     tokenizer = load_tokenizer(
         model.name_or_path,
         embedded_cache_dir=model.embedded_cache_dir,

@@ -15,7 +15,7 @@ from gemma_pipeline.modeling import load_tokenizer
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # labels with this value carry no loss (PyTorch cross-entropy convention)
-KEPT_COLUMNS = ["row_id", "source", "task", "split", "subject", "answer"]
+KEPT_COLUMNS = ["row_id", "question_id", "source", "task", "split", "subject", "answer"]
 
 
 def encode_pair(

@@ -1,0 +1,61 @@
+"""A versioned Kedro dataset for a PEFT adapter: the folder ``save_pretrained`` writes."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractVersionedDataset, DatasetError, Version
+
+
+class PeftAdapterDataset(AbstractVersionedDataset[Any, str]):
+    """Saves a ``PeftModel`` with ``save_pretrained`` (safetensors); loads the folder's path.
+
+    Loading returns the path, not a model: the consumer decides device, dtype and base weights,
+    and no model object ever passes through Kedro's deep-copying memory datasets.
+
+    Example catalog entry::
+
+        adapter:
+          type: gemma_pipeline.datasets.PeftAdapterDataset
+          filepath: data/06_models/adapter
+          versioned: true
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(filepath=PurePosixPath(filepath), version=version)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        path = Path(self._get_load_path())
+        if not (path / "adapter_config.json").is_file():
+            raise DatasetError(f"No PEFT adapter (adapter_config.json) in '{path}'")
+        return str(path)
+
+    def save(self, model: Any) -> None:
+        if not hasattr(model, "save_pretrained") or not hasattr(model, "peft_config"):
+            raise DatasetError(
+                f"PeftAdapterDataset saves a peft.PeftModel, got {type(model).__name__}"
+            )
+        path = Path(self._get_save_path())
+        partial = path.with_name(path.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        model.save_pretrained(str(partial), safe_serialization=True)
+        partial.rename(path)
+
+    def _exists(self) -> bool:
+        try:
+            return (Path(self._get_load_path()) / "adapter_config.json").is_file()
+        except DatasetError:
+            return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}

@@ -1,0 +1,1 @@
+"""QLoRA training: recipe (quantization, LoRA, trainer settings), data collation, the trainer."""

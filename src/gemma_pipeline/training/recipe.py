@@ -1,0 +1,127 @@
+"""The training recipe as small pure functions of the parameters (after TRL's sft.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig
+from transformers import BitsAndBytesConfig
+from trl import SFTConfig
+
+from gemma_pipeline.config import QuantizationParams, TrainQloraParams
+from gemma_pipeline.modeling.loading import parse_dtype
+
+logger = logging.getLogger(__name__)
+
+
+@cache
+def bnb_4bit_works_on(device: str) -> bool:
+    """Whether bitsandbytes can run a 4-bit NF4 matmul forward and backward on ``device``."""
+    try:
+        import bitsandbytes as bnb
+
+        layer = bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32, quant_type="nf4")
+        layer = layer.to(device)
+        inputs = torch.randn(2, 16, device=device, requires_grad=True)
+        layer(inputs).sum().backward()
+        return bool(torch.isfinite(inputs.grad).all())
+    except Exception as error:  # any failure means "not supported here"
+        logger.debug("bitsandbytes 4-bit unavailable on %s: %s", device, error)
+        return False
+
+
+def training_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def get_quantization_config(params: QuantizationParams) -> BitsAndBytesConfig | None:
+    """4-bit NF4 config, or None (unquantized LoRA) where bitsandbytes cannot run it."""
+    if not params.load_in_4bit:
+        return None
+    device = training_device()
+    if not bnb_4bit_works_on(device):
+        logger.warning(
+            "bitsandbytes cannot run 4-bit layers on %s: training LoRA on the unquantized model",
+            device,
+        )
+        return None
+    compute_dtype = parse_dtype(params.compute_dtype)
+    if device == "cpu" and compute_dtype != torch.float32:
+        # CPU matmuls in bf16 are emulated and slow; the weights stay 4-bit either way.
+        compute_dtype = torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=params.quant_type,
+        bnb_4bit_use_double_quant=params.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def get_peft_config(params: TrainQloraParams) -> LoraConfig:
+    return LoraConfig(
+        r=params.lora.r,
+        lora_alpha=params.lora.alpha,
+        lora_dropout=params.lora.dropout,
+        target_modules=list(params.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def run_fingerprint(params: TrainQloraParams, model_name: str, data_fingerprint: str) -> str:
+    """Identify a training run by everything that shapes its result, except ``resume``."""
+    recipe = params.model_dump(exclude={"resume", "checkpoint_dir", "logging_steps"})
+    payload = json.dumps([recipe, model_name, data_fingerprint], sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[str]) -> SFTConfig:
+    on_gpu = training_device() == "cuda"
+    optim = params.optim
+    if not on_gpu and "8bit" in optim:
+        # paged/8-bit optimizers are CUDA kernels; the CPU falls back to the same AdamW in 32 bit.
+        logger.warning("optimizer %s needs CUDA: using adamw_torch on the CPU", optim)
+        optim = "adamw_torch"
+    return SFTConfig(
+        output_dir=str(output_dir),
+        seed=params.seed,
+        data_seed=params.seed,
+        per_device_train_batch_size=params.per_device_train_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        learning_rate=params.learning_rate,
+        lr_scheduler_type=params.lr_scheduler_type,
+        warmup_steps=params.warmup_steps,
+        weight_decay=params.weight_decay,
+        max_grad_norm=params.max_grad_norm,
+        num_train_epochs=params.num_train_epochs,
+        max_steps=params.max_steps,
+        optim=optim,
+        bf16=params.bf16 and on_gpu,
+        gradient_checkpointing=params.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=params.logging_steps,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=params.save_total_limit,
+        report_to=report_to,
+        # The data is tokenized by our own pipeline (labels included): TRL must not redo it.
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def describe(params: TrainQloraParams, quantization: Any, device: str) -> dict[str, Any]:
+    """The settings a run actually used, for the metrics JSON and the report."""
+    return {
+        "device": device,
+        "quantization": quantization.to_dict() if quantization is not None else None,
+        "params": params.model_dump(),
+    }

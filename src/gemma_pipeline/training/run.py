@@ -1,0 +1,103 @@
+"""One training run: model, data and trainer from parameters; train; hand back the adapter."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from gemma_pipeline.config import ModelParams, TrainQloraParams
+from gemma_pipeline.modeling import load_causal_lm, load_tokenizer
+
+from .data import CompletionCollator
+from .recipe import (
+    describe,
+    get_peft_config,
+    get_quantization_config,
+    get_sft_config,
+    run_fingerprint,
+    training_device,
+)
+from .trainer import QLoRASFTTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def train_adapter(
+    train_dataset: Dataset,
+    params: TrainQloraParams,
+    model_params: ModelParams,
+    report_to: list[str] | None = None,
+) -> tuple[PeftModel, dict[str, Any]]:
+    """Train a LoRA adapter on ``train_dataset`` (tokenized rows) and return it with its history."""
+    set_seed(params.seed)
+    if params.max_train_rows is not None:
+        train_dataset = train_dataset.select(range(min(params.max_train_rows, len(train_dataset))))
+    device = training_device()
+    quantization = get_quantization_config(params.quantization)
+    tokenizer = load_tokenizer(
+        model_params.name_or_path,
+        embedded_cache_dir=model_params.embedded_cache_dir,
+        revision=model_params.revision,
+    )
+    model = load_causal_lm(
+        model_params.name_or_path,
+        embedded_cache_dir=model_params.embedded_cache_dir,
+        dtype=model_params.dtype if device == "cuda" else "float32",
+        attn_implementation=model_params.attn_implementation,
+        revision=model_params.revision,
+        quantization_config=quantization,
+        device_map={"": 0} if device == "cuda" else None,
+    )
+
+    fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
+    output_dir = Path(params.checkpoint_dir) / fingerprint
+    resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if params.resume and resume_from:
+        logger.info("Resuming from %s", resume_from)
+    elif params.resume:
+        logger.warning("resume=true but no checkpoint in %s: training from the start", output_dir)
+    elif resume_from:
+        logger.warning(
+            "%s holds checkpoints of this exact configuration; pass "
+            "--params train_qlora.resume=true to continue them. Starting over.",
+            output_dir,
+        )
+        resume_from = None
+
+    group_ids = train_dataset["question_id"] if params.group_rotations else None
+    trainer = QLoRASFTTrainer(
+        model=model,
+        args=get_sft_config(params, output_dir, report_to or []),
+        train_dataset=train_dataset,
+        data_collator=CompletionCollator(tokenizer.pad_token_id, loss_on=params.loss_on),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(params),
+        group_ids=group_ids,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from if params.resume else None)
+    history = {
+        "fingerprint": fingerprint,
+        "checkpoint_dir": str(output_dir),
+        "resumed_from": resume_from if params.resume else None,
+        "train_rows": len(train_dataset),
+        "global_steps": result.global_step,
+        "final_train_loss": result.training_loss,
+        "wall_seconds": time.perf_counter() - started,
+        "metrics": result.metrics,
+        "log_history": trainer.state.log_history,
+        "setup": describe(params, quantization, device),
+        "trainable_parameters": sum(
+            p.numel() for p in trainer.model.parameters() if p.requires_grad
+        ),
+        "torch_threads": torch.get_num_threads(),
+    }
+    return trainer.model, history
