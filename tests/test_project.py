@@ -53,7 +53,10 @@ def test_every_parameters_section_validates(contexts, env):
 def test_a_bad_parameter_fails_when_the_context_is_created(tmp_path):
     from gemma_pipeline.config import ParameterError
 
-    with KedroSession.create(
-        project_path=PROJECT, env="demo", runtime_params={"tokenize.max_length": 1}
-    ) as session, pytest.raises(ParameterError, match=r"tokenize\.max_length"):
+    with (
+        KedroSession.create(
+            project_path=PROJECT, env="demo", runtime_params={"tokenize": {"max_length": 1}}
+        ) as session,
+        pytest.raises(ParameterError, match=r"tokenize\.max_length"),
+    ):
         session.load_context()

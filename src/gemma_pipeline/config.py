@@ -187,6 +187,30 @@ class EvaluateParams(StrictModel):
     max_questions_per_task: int | None = Field(default=None, gt=0)
 
 
+# --- report -----------------------------------------------------------------------------------
+
+
+class ReportParams(StrictModel):
+    title: str = "Gemma QLoRA fine-tune: base vs fine-tuned"
+    # 2 SE is about a two-sided 95% interval; smaller changes are not told apart from noise.
+    significance_se: float = Field(default=2.0, gt=0)
+    # A model that answers one letter this often is called out: a collapse can look like a win.
+    collapse_share: float = Field(default=0.5, gt=0, le=1)
+
+
+# --- tracking ---------------------------------------------------------------------------------
+
+
+class TrackingParams(StrictModel):
+    project: str = "gemma-pipeline"
+    entity: str | None = None
+    # The WANDB_MODE environment variable overrides this; auto: online when an API key is set.
+    mode: Literal["offline", "online", "disabled", "auto"] = "offline"
+    log_model: bool = False  # uploads every adapter: hundreds of MB for a large rank
+    # Relative to the project root; W&B writes its run folders under <dir>/wandb.
+    dir: str = "data/09_tracking"
+
+
 #: Every validated parameters section and its model; extended as pipelines are added.
 SECTIONS: dict[str, type[StrictModel]] = {
     "model": ModelParams,
@@ -195,6 +219,8 @@ SECTIONS: dict[str, type[StrictModel]] = {
     "tokenize": TokenizeParams,
     "train_qlora": TrainQloraParams,
     "evaluate": EvaluateParams,
+    "report": ReportParams,
+    "tracking": TrackingParams,
 }
 
 
@@ -210,4 +236,6 @@ def validate_all(params: dict[str, Any]) -> None:
         except ParameterError as error:
             problems.extend(str(error).splitlines()[1:])
     if problems:
-        raise ParameterError("Invalid parameters (conf/<env>/parameters*.yml):\n" + "\n".join(problems))
+        raise ParameterError(
+            "Invalid parameters (conf/<env>/parameters*.yml):\n" + "\n".join(problems)
+        )

@@ -20,6 +20,13 @@ FORMAT = {
 }
 
 
+class KeptDataset(MemoryDataset):
+    """A memory dataset the runner cannot release, so the test can read intermediate data."""
+
+    def _release(self) -> None:
+        pass
+
+
 def _catalog(model_dir) -> DataCatalog:
     params = {
         "params:ingest": INGEST,
@@ -30,7 +37,7 @@ def _catalog(model_dir) -> DataCatalog:
     # copy_mode="assign": no deep copies of what passes between nodes.
     datasets = {name: MemoryDataset(data, copy_mode="assign") for name, data in params.items()}
     for name in ["questions", "rejected_rows", "ingest_summary", "prompts", "tokenized"]:
-        datasets[name] = MemoryDataset(copy_mode="assign")
+        datasets[name] = KeptDataset(copy_mode="assign")
     return DataCatalog(datasets=datasets)
 
 

@@ -17,7 +17,7 @@ def _rows(tokenizer, n_questions=8, rotations=4, seed=0):
     low, high = 10, len(tokenizer)
     rows = []
     for question in range(n_questions):
-        for rotation in range(rotations):
+        for _rotation in range(rotations):
             prompt = [tokenizer.bos_token_id, *torch.randint(low, high, (10,), generator=generator)]
             letter = letters[1]
             completion = [letter, letters[0], tokenizer.eos_token_id]
@@ -34,14 +34,20 @@ def _rows(tokenizer, n_questions=8, rotations=4, seed=0):
     return Dataset.from_list(rows)
 
 
-def test_selective_loss_and_gradients_match_the_plain_padded_forward(tiny_model_dir, tiny_tokenizer):
+def test_selective_loss_and_gradients_match_the_plain_padded_forward(
+    tiny_model_dir, tiny_tokenizer
+):
     model = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", dtype="float32")
     batch = CompletionCollator(tiny_tokenizer.pad_token_id)(_rows(tiny_tokenizer, 2, 2).to_list())
 
     plain = model(**batch).loss
     plain_grads = torch.autograd.grad(plain, [p for p in model.parameters()], allow_unused=True)
-    selective = selective_causal_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    selective_grads = torch.autograd.grad(selective, [p for p in model.parameters()], allow_unused=True)
+    selective = selective_causal_lm_loss(
+        model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+    )
+    selective_grads = torch.autograd.grad(
+        selective, [p for p in model.parameters()], allow_unused=True
+    )
 
     assert selective.item() == pytest.approx(plain.item(), rel=1e-5)
     for expected, got in zip(plain_grads, selective_grads, strict=True):
@@ -98,7 +104,9 @@ def test_training_lowers_the_loss(tmp_path, tiny_model_dir, tiny_tokenizer):
     assert hasattr(adapter, "peft_config")
 
 
-def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch):
+def test_a_killed_run_resumes_to_the_same_adapter(
+    tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch
+):
     data = _rows(tiny_tokenizer)
     model_params = ModelParams(name_or_path=str(tiny_model_dir))
     uninterrupted, _ = train_adapter(data, _params(tmp_path / "a"), model_params)

@@ -134,9 +134,7 @@ def _score_batch(
     inner_mask = cont_mask[:, 1:].bool()
     inner = torch.log_softmax(project_to_logits(model, hidden[inner_mask]), -1)
     token_logprobs = torch.zeros(cont_mask.shape, device=device)
-    token_logprobs[:, 1:][inner_mask] = inner.gather(-1, cont_ids[:, 1:][inner_mask][:, None])[
-        :, 0
-    ]
+    token_logprobs[:, 1:][inner_mask] = inner.gather(-1, cont_ids[:, 1:][inner_mask][:, None])[:, 0]
     token_logprobs[:, 0] = next_logprobs[owner_index].gather(-1, cont_ids[:, :1])[:, 0]
     sums = (token_logprobs * cont_mask).sum(-1).tolist()
     counts = cont_mask.sum(-1).tolist()

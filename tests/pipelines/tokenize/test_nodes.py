@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 
 from gemma_pipeline.pipelines.tokenize.nodes import IGNORE_INDEX, encode_pair, tokenize_prompts
 
-WORDS = st.lists(st.sampled_from(["the", "answer", "is", "a", "b", "1", "2", "cat", "x"]), max_size=60)
+WORDS = st.lists(
+    st.sampled_from(["the", "answer", "is", "a", "b", "1", "2", "cat", "x"]), max_size=60
+)
 
 
 def _prompt(tokenizer, text: str) -> str:
@@ -50,7 +52,9 @@ def test_truncation_cuts_the_prompt_head_and_keeps_the_completion(tiny_tokenizer
     assert cut["input_ids"][cut["prompt_length"] - 5 : cut["prompt_length"]] == tail
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(prompt_words=WORDS, completion_words=WORDS, max_length=st.integers(10, 80))
 def test_invariants_hold_for_any_pair(tiny_tokenizer, prompt_words, completion_words, max_length):
     prompt = _prompt(tiny_tokenizer, " ".join(prompt_words))
@@ -70,6 +74,7 @@ def test_tokenize_prompts_splits_and_logs_truncation(tiny_tokenizer_dir, tiny_to
     prompts = pd.DataFrame(
         {
             "row_id": ["r1", "r2", "r3"],
+            "question_id": ["r1", "r2", "r3"],
             "source": ["s"] * 3,
             "task": ["mmlu"] * 3,
             "split": ["train", "train", "test"],

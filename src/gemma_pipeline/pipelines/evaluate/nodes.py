@@ -95,4 +95,3 @@ def evaluate_adapter(
         )
     predictions = pd.concat([results["base"], results["finetuned"]], ignore_index=True)
     return predictions, metrics
-

@@ -25,9 +25,7 @@ _GENERATORS = {"mmlu": generate_mmlu_raw, "mathqa": generate_mathqa_raw}
 _HELD_OUT = ("test", "validation")
 
 
-def _load_raw_split(
-    source: SourceParams, split: str, seed: int
-) -> tuple[pd.DataFrame, str]:
+def _load_raw_split(source: SourceParams, split: str, seed: int) -> tuple[pd.DataFrame, str]:
     """Return one split of one source in its raw (hub) schema, and where it came from."""
     if source.loader == "hub":
         spec = source.hub.splits[split]

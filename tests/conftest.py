@@ -1,0 +1,142 @@
+"""Suite-wide fixtures: a tiny offline Gemma-style tokenizer and a tiny random Gemma 2 model.
+
+Both are built in a few hundred milliseconds without any download, once per test session.
+They are shared objects: copy (``copy.deepcopy``) before mutating the tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports huggingface_hub / wandb / kedro, which read them at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    GenerationConfig,
+    PreTrainedTokenizerFast,
+)
+
+from gemma_pipeline.modeling.chat_template import GEMMA_CHAT_TEMPLATE
+from gemma_pipeline.modeling.loading import load_tokenizer
+
+#: Special tokens with Gemma's ids for the first four; the turn markers follow.
+TINY_SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+TINY_VOCAB_SIZE = 768
+TINY_SEED = 0
+
+# Byte-level BPE trained on this text: any string round-trips exactly (no <unk>), while the
+# words that prompts and answers use most become single tokens.
+_TINY_CORPUS = [
+    "the of and to a in is it that for on with as was are be by this at from or an",
+    "which what who when where why how question answer choice choices correct option options",
+    "A B C D E F G H I J Answer: The answer is (A) (B) (C) (D) (E)",
+    "user model assistant system Question: Options: Rationale: Let's think step by step.",
+    "math number sum product difference total percent ratio speed time distance cost price",
+    "history biology chemistry physics law economics philosophy computer science medicine",
+    "0 1 2 3 4 5 6 7 8 9 10 12 15 20 25 50 100 1000 3.14 1/2 -1 +2 = < > % $ x y z",
+    ". , ; : ! ? ' \" ( ) [ ] { } / \\ * & # @ ^ _ ~ | -",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "If a train travels 60 km in 1.5 hours, what is its average speed? It is 40 km/h.",
+    "Which of the following is true about the capital of France? Paris is the capital.",
+]
+
+
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A small byte-level BPE tokenizer with Gemma's special tokens and bos-prepending."""
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE,
+        special_tokens=TINY_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_TINY_CORPUS * 4, trainer=trainer)
+    bos_id = tokenizer.token_to_id("<bos>")
+    # Gemma's own post-processor: one <bos> in front, never an <eos> at the end.
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A",
+        pair="<bos> $A <bos>:1 $B:1",
+        special_tokens=[("<bos>", bos_id)],
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        padding_side="right",
+        model_max_length=512,
+    )
+    wrapped.chat_template = GEMMA_CHAT_TEMPLATE
+    return wrapped
+
+
+def build_tiny_model(tokenizer: Any) -> Gemma2ForCausalLM:
+    """A 2-layer Gemma 2 with random weights and both soft-caps, sized for the tiny vocab."""
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        sliding_window=32,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(TINY_SEED)
+    model = Gemma2ForCausalLM(config)
+    # Like Gemma's -it checkpoints: generation also stops at <end_of_turn>.
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with the tiny tokenizer saved by ``save_pretrained`` (chat template included)."""
+    folder = tmp_path_factory.mktemp("tiny-tokenizer")
+    build_tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The tiny tokenizer as the pipeline loads it (``load_tokenizer``). Do not mutate."""
+    return load_tokenizer(
+        str(tiny_tokenizer_dir), embedded_cache_dir=tmp_path_factory.mktemp("embedded-cache")
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a tiny random ``Gemma2ForCausalLM`` (safetensors) and the tiny tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-gemma2")
+    build_tiny_model(tiny_tokenizer).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
