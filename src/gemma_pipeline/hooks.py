@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.io import CatalogProtocol
+from kedro.pipeline import Node, Pipeline
 
-from gemma_pipeline.config import validate_all
+from gemma_pipeline.config import TrackingParams, parse_params, validate_all
+from gemma_pipeline.tracking import (
+    WandbTracker,
+    api_key_from,
+    redact,
+    resolve_mode,
+    run_metadata,
+    scrub,
+    with_pipeline,
+)
+
+logger = logging.getLogger(__name__)
 
 
 class ParameterValidationHook:
@@ -14,3 +33,162 @@ class ParameterValidationHook:
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         validate_all(context.params)
+
+
+class RunMetadataHook:
+    """Put what a run starts from in the catalog as ``run_metadata``, for the report.
+
+    Data versions (what every versioned dataset would load), ``--load-versions`` pins, this
+    run's save version, environment, git commit, python and package versions. It is an
+    in-memory dataset made here, so the report works however the run was sliced
+    (``--pipeline report`` included).
+    """
+
+    def __init__(self) -> None:
+        self._env: str | None = None
+        self._project_path: Path | None = None
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        # No --env means the config loader's default run environment (conf/local).
+        self._env = context.env or getattr(context.config_loader, "default_run_env", None)
+        self._project_path = context.project_path
+
+    @hook_impl
+    def after_catalog_created(
+        self,
+        catalog: CatalogProtocol,
+        save_version: str | None,
+        load_versions: dict[str, str] | None,
+    ) -> None:
+        # No node has saved yet: the versions resolved now are the ones the run starts from.
+        catalog["run_metadata"] = run_metadata(
+            catalog,
+            save_version=save_version,
+            load_versions=load_versions,
+            env=self._env,
+            project_path=self._project_path,
+        )
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        try:
+            metadata = catalog.load("run_metadata")
+        except Exception:  # a catalog made without this hook: nothing to complete
+            return
+        catalog.save("run_metadata", with_pipeline(metadata, run_params, pipeline.all_outputs()))
+
+
+class WandbTrackingHook:
+    """One Weights & Biases run per ``kedro run`` (parameters: ``tracking``).
+
+    Logs the redacted parameters as the run's config, the training curves (the Trainer's own
+    W&B callback writes into this run) and totals, the evaluation metrics and the report.
+    Tracking observes: any failure in it is a warning, never a failed pipeline. The API key
+    (``conf/local/credentials.yml`` ``wandb.api_key``, or ``WANDB_API_KEY``) is handed to wandb
+    only in online mode, and never logged or put in the config.
+    """
+
+    def __init__(self) -> None:
+        self._context: KedroContext | None = None
+        self._catalog: CatalogProtocol | None = None
+        self._tracker: WandbTracker | None = None
+        self._log_model = False
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        self._context = context
+
+    def _credentials(self) -> Mapping[str, Any]:
+        if self._context is None:
+            return {}
+        try:
+            credentials = self._context.config_loader["credentials"]
+        except Exception:  # no credentials file is the normal case on a fresh checkout
+            return {}
+        return credentials if isinstance(credentials, Mapping) else {}
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
+    ) -> None:
+        self._finish(exit_code=0)  # a run left open by an interrupted session
+        api_key = None
+        try:
+            params = catalog.load("parameters")
+            settings = parse_params(TrackingParams, params.get("tracking") or {}, "tracking")
+            api_key = api_key_from(self._credentials(), os.environ)
+            mode = resolve_mode(settings.mode, os.environ.get("WANDB_MODE"), api_key is not None)
+            directory = Path(settings.dir)
+            if not directory.is_absolute():
+                directory = Path(run_params.get("project_path") or ".") / directory
+        except Exception as error:  # tracking never fails the pipeline
+            logger.warning(
+                "W&B tracking is off for this run (%s).",
+                scrub(f"{type(error).__name__}: {error}", [api_key or ""]),
+            )
+            return
+        try:
+            metadata = catalog.load("run_metadata")
+        except Exception:  # without RunMetadataHook the run is still worth tracking
+            metadata = {}
+        kedro_run = {
+            "run_id": run_params.get("run_id"),
+            "env": run_params.get("env"),
+            "pipeline_names": run_params.get("pipeline_names"),
+            "load_versions": run_params.get("load_versions"),
+            **{key: metadata.get(key) for key in ("git", "dataset_versions", "packages")},
+        }
+        self._tracker = WandbTracker.start(
+            mode=mode,
+            project=settings.project,
+            entity=settings.entity,
+            directory=directory,
+            # Dataset names are not credentials ("tokenized"): only parameters are redacted
+            # by name; known secret values are cut out of everything by the tracker.
+            config={**redact(params, [api_key or ""]), "kedro": kedro_run},
+            name=run_params.get("run_id"),
+            tags=run_params.get("pipeline_names") or ["__default__"],
+            api_key=api_key,
+        )
+        self._catalog = catalog
+        self._log_model = settings.log_model
+
+    @hook_impl
+    def after_node_run(self, node: Node, outputs: dict[str, Any]) -> None:
+        if self._tracker is None:
+            return
+        # Keyed by dataset, not node name: whichever node writes these, they are logged.
+        if isinstance(outputs.get("train_metrics"), Mapping):
+            self._tracker.log_train_metrics(outputs["train_metrics"])
+        if isinstance(outputs.get("metrics"), Mapping):
+            self._tracker.log_eval_metrics(outputs["metrics"])
+        if isinstance(outputs.get("report_html"), str):
+            self._tracker.log_report(outputs["report_html"], outputs.get("report_md"))
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        # The adapter is logged from disk, so only once the catalog has saved it.
+        if self._tracker is None or not self._log_model or dataset_name != "adapter":
+            return
+        try:
+            path = self._catalog.load("adapter")  # the saved folder's path
+        except Exception as error:  # tracking never fails the pipeline
+            logger.warning("W&B tracking could not find the saved adapter (%s).", error)
+            return
+        self._tracker.log_adapter(path)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._finish(exit_code=0)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._finish(exit_code=1)
+
+    def _finish(self, exit_code: int) -> None:
+        if self._tracker is not None:
+            self._tracker.finish(exit_code=exit_code)
+        self._tracker, self._catalog = None, None

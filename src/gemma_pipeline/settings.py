@@ -2,9 +2,9 @@
 
 from kedro.config import OmegaConfigLoader
 
-from gemma_pipeline.hooks import ParameterValidationHook
+from gemma_pipeline.hooks import ParameterValidationHook, RunMetadataHook, WandbTrackingHook
 
-HOOKS = (ParameterValidationHook(),)
+HOOKS = (ParameterValidationHook(), RunMetadataHook(), WandbTrackingHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

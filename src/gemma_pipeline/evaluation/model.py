@@ -24,7 +24,7 @@ def load_base_for_evaluation(
     model = load_causal_lm(
         model_params.name_or_path,
         embedded_cache_dir=model_params.embedded_cache_dir,
-        dtype=model_params.dtype if device == "cuda" else "float32",
+        dtype=model_params.dtype,
         attn_implementation=model_params.attn_implementation,
         revision=model_params.revision,
         quantization_config=get_quantization_config(quantization),

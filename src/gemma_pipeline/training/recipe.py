@@ -52,9 +52,6 @@ def get_quantization_config(params: QuantizationParams) -> BitsAndBytesConfig | 
         )
         return None
     compute_dtype = parse_dtype(params.compute_dtype)
-    if device == "cpu" and compute_dtype != torch.float32:
-        # CPU matmuls in bf16 are emulated and slow; the weights stay 4-bit either way.
-        compute_dtype = torch.float32
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=params.quant_type,

@@ -50,7 +50,7 @@ def train_adapter(
     model = load_causal_lm(
         model_params.name_or_path,
         embedded_cache_dir=model_params.embedded_cache_dir,
-        dtype=model_params.dtype if device == "cuda" else "float32",
+        dtype=model_params.dtype,
         attn_implementation=model_params.attn_implementation,
         revision=model_params.revision,
         quantization_config=quantization,
