@@ -59,18 +59,18 @@ def train_adapter(
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint
-    resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if params.resume and resume_from:
-        logger.info("Resuming from %s", resume_from)
-    elif params.resume:
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if params.resume and last_checkpoint is None:
         logger.warning("resume=true but no checkpoint in %s: training from the start", output_dir)
-    elif resume_from:
+    elif last_checkpoint and not params.resume:
         logger.warning(
             "%s holds checkpoints of this exact configuration; pass "
             "--params train_qlora.resume=true to continue them. Starting over.",
             output_dir,
         )
-        resume_from = None
+    resume_from = last_checkpoint if params.resume else None
+    if resume_from:
+        logger.info("Resuming from %s", resume_from)
 
     group_ids = train_dataset["question_id"] if params.group_rotations else None
     trainer = QLoRASFTTrainer(
@@ -83,11 +83,11 @@ def train_adapter(
         group_ids=group_ids,
     )
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from if params.resume else None)
+    result = trainer.train(resume_from_checkpoint=resume_from)
     history = {
         "fingerprint": fingerprint,
         "checkpoint_dir": str(output_dir),
-        "resumed_from": resume_from if params.resume else None,
+        "resumed_from": resume_from,
         "train_rows": len(train_dataset),
         "global_steps": result.global_step,
         "final_train_loss": result.training_loss,

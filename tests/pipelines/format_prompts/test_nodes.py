@@ -7,6 +7,7 @@ from gemma_pipeline.pipelines.format_prompts.nodes import (
     format_prompts,
     render_pair,
     render_user_message,
+    rotate_options,
 )
 
 FORMAT = {
@@ -61,3 +62,23 @@ def test_missing_template_for_a_task_is_an_error(tiny_tokenizer_dir):
     only_mmlu = {"templates": {"mmlu": FORMAT["templates"]["mmlu"]}}
     with pytest.raises(ValueError, match="no template for task"):
         format_prompts(_questions(), only_mmlu, {"name_or_path": str(tiny_tokenizer_dir)})
+
+
+def test_rotations_keep_the_answer_and_stay_adjacent():
+    questions = _questions().assign(split="train")
+    rotated = rotate_options(questions, 4)
+    first = rotated[rotated["question_id"] == "m1"]
+    assert first["row_id"].tolist() == ["m1", "m1/rot1", "m1/rot2", "m1/rot3"]
+    assert rotated.index[rotated["question_id"] == "m1"].tolist() == [0, 1, 2, 3]
+    for _, row in rotated.iterrows():
+        assert row["choices"][row["answer"]] == ("4" if row["question_id"] == "m1" else "5")
+    # Every letter is the right one exactly once across a question's four rotations.
+    assert sorted(first["answer"]) == [0, 1, 2, 3]
+
+
+def test_only_training_questions_are_rotated(tiny_tokenizer_dir):
+    params = {**FORMAT, "train_option_rotations": 3}
+    prompts = format_prompts(_questions(), params, {"name_or_path": str(tiny_tokenizer_dir)})
+    assert (prompts["split"] == "train").sum() == 3
+    assert (prompts["split"] == "test").sum() == 1
+    assert prompts.loc[prompts["split"] == "test", "row_id"].tolist() == ["q1"]
