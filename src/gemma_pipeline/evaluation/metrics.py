@@ -94,7 +94,8 @@ def letter_spread(results: pd.DataFrame, n_letters: int) -> dict[str, Any]:
     counts = results["letter_pred"].value_counts().reindex(letters, fill_value=0)
     shares = counts / max(1, counts.sum())
     nonzero = shares[shares > 0]
-    entropy = float(-(nonzero * np.log(nonzero)).sum() / math.log(n_letters))
+    # + 0.0 turns the -0.0 of a one-letter model into 0.0.
+    entropy = float(-(nonzero * np.log(nonzero)).sum() / math.log(n_letters)) + 0.0
     return {
         "shares": {letter: float(share) for letter, share in shares.items()},
         "max_share": float(shares.max()),
