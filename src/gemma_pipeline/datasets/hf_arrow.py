@@ -6,15 +6,15 @@ describe itself), so tokenized data — which we produce, not download — needs
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
-from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro.io import DatasetError
+
+from ._versioned_folder import VersionedFolderDataset
 
 
-class HFArrowDataset(AbstractVersionedDataset[DatasetDict, DatasetDict]):
+class HFArrowDataset(VersionedFolderDataset[DatasetDict, DatasetDict]):
     """Saves with ``DatasetDict.save_to_disk`` into ``<filepath>/<version>/<name>/``.
 
     Example catalog entry::
@@ -24,16 +24,6 @@ class HFArrowDataset(AbstractVersionedDataset[DatasetDict, DatasetDict]):
           filepath: data/04_feature/tokenized
           versioned: true
     """
-
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath=PurePosixPath(filepath), version=version)
-        self.metadata = metadata
 
     def load(self) -> DatasetDict:
         path = Path(self._get_load_path())
@@ -47,21 +37,10 @@ class HFArrowDataset(AbstractVersionedDataset[DatasetDict, DatasetDict]):
             raise DatasetError(
                 f"HFArrowDataset saves a datasets.DatasetDict, got {type(data).__name__}"
             )
-        path = Path(self._get_save_path())
-        # Write next to the target and rename, so a killed run never leaves a half dataset
-        # that a later `kedro run` would load as the latest version.
-        partial = path.with_name(path.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        data.save_to_disk(str(partial))
-        partial.rename(path)
+        self._write_folder(lambda folder: data.save_to_disk(str(folder)))
 
     def _exists(self) -> bool:
         try:
-            path = Path(self._get_load_path())
+            return Path(self._get_load_path()).is_dir()
         except DatasetError:
             return False
-        return path.is_dir()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from kedro.io import AbstractVersionedDataset, DatasetError, Version
+from kedro.io import DatasetError
+
+from ._versioned_folder import VersionedFolderDataset
 
 
-class PeftAdapterDataset(AbstractVersionedDataset[Any, str]):
+class PeftAdapterDataset(VersionedFolderDataset[Any, str]):
     """Saves a ``PeftModel`` with ``save_pretrained`` (safetensors); loads the folder's path.
 
     Loading returns the path, not a model: the consumer decides device, dtype and base weights,
@@ -23,16 +24,6 @@ class PeftAdapterDataset(AbstractVersionedDataset[Any, str]):
           versioned: true
     """
 
-    def __init__(
-        self,
-        *,
-        filepath: str,
-        version: Version | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(filepath=PurePosixPath(filepath), version=version)
-        self.metadata = metadata
-
     def load(self) -> str:
         path = Path(self._get_load_path())
         if not (path / "adapter_config.json").is_file():
@@ -44,18 +35,12 @@ class PeftAdapterDataset(AbstractVersionedDataset[Any, str]):
             raise DatasetError(
                 f"PeftAdapterDataset saves a peft.PeftModel, got {type(model).__name__}"
             )
-        path = Path(self._get_save_path())
-        partial = path.with_name(path.name + ".partial")
-        if partial.exists():
-            shutil.rmtree(partial)
-        model.save_pretrained(str(partial), safe_serialization=True)
-        partial.rename(path)
+        self._write_folder(
+            lambda folder: model.save_pretrained(str(folder), safe_serialization=True)
+        )
 
     def _exists(self) -> bool:
         try:
             return (Path(self._get_load_path()) / "adapter_config.json").is_file()
         except DatasetError:
             return False
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version}

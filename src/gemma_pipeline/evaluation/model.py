@@ -7,29 +7,16 @@ from typing import Any
 from peft import PeftModel
 
 from gemma_pipeline.config import ModelParams, QuantizationParams
-from gemma_pipeline.modeling import load_causal_lm, load_tokenizer
-from gemma_pipeline.training.recipe import get_quantization_config, training_device
+from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
+from gemma_pipeline.training.recipe import get_quantization_config
 
 
 def load_base_for_evaluation(
     model_params: ModelParams, quantization: QuantizationParams
 ) -> tuple[Any, Any]:
     """Base model and tokenizer, quantized exactly as for training, in eval mode."""
-    device = training_device()
-    tokenizer = load_tokenizer(
-        model_params.name_or_path,
-        embedded_cache_dir=model_params.embedded_cache_dir,
-        revision=model_params.revision,
-    )
-    model = load_causal_lm(
-        model_params.name_or_path,
-        embedded_cache_dir=model_params.embedded_cache_dir,
-        dtype=model_params.dtype,
-        attn_implementation=model_params.attn_implementation,
-        revision=model_params.revision,
-        quantization_config=get_quantization_config(quantization),
-        device_map={"": 0} if device == "cuda" else None,
-    )
+    tokenizer = tokenizer_from_params(model_params)
+    model = model_from_params(model_params, get_quantization_config(quantization))
     return model.eval(), tokenizer
 
 

@@ -14,7 +14,7 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
-from gemma_pipeline.modeling import load_causal_lm, load_tokenizer
+from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 
 from .data import CompletionCollator
 from .recipe import (
@@ -42,20 +42,8 @@ def train_adapter(
         train_dataset = train_dataset.select(range(min(params.max_train_rows, len(train_dataset))))
     device = training_device()
     quantization = get_quantization_config(params.quantization)
-    tokenizer = load_tokenizer(
-        model_params.name_or_path,
-        embedded_cache_dir=model_params.embedded_cache_dir,
-        revision=model_params.revision,
-    )
-    model = load_causal_lm(
-        model_params.name_or_path,
-        embedded_cache_dir=model_params.embedded_cache_dir,
-        dtype=model_params.dtype,
-        attn_implementation=model_params.attn_implementation,
-        revision=model_params.revision,
-        quantization_config=quantization,
-        device_map={"": 0} if device == "cuda" else None,
-    )
+    tokenizer = tokenizer_from_params(model_params)
+    model = model_from_params(model_params, quantization)
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint

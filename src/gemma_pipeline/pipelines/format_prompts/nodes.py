@@ -9,7 +9,7 @@ import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from gemma_pipeline.config import FormatPromptsParams, ModelParams, parse_params
-from gemma_pipeline.modeling import load_tokenizer
+from gemma_pipeline.modeling.from_params import tokenizer_from_params
 from gemma_pipeline.sources.schema import LETTERS
 
 logger = logging.getLogger(__name__)
@@ -99,11 +99,7 @@ def format_prompts(
         ],
         ignore_index=True,
     )
-    tokenizer = load_tokenizer(
-        model.name_or_path,
-        embedded_cache_dir=model.embedded_cache_dir,
-        revision=model.revision,
-    )
+    tokenizer = tokenizer_from_params(model)
     prompts, completions, letters = [], [], []
     for _, row in questions.iterrows():
         letter = LETTERS[int(row["answer"])]

@@ -10,7 +10,7 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from gemma_pipeline.config import ModelParams, TokenizeParams, parse_params
-from gemma_pipeline.modeling import load_tokenizer
+from gemma_pipeline.modeling.from_params import tokenizer_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +63,7 @@ def tokenize_prompts(
     """Tokenize every prompt/completion pair; one Arrow split per data split."""
     params = parse_params(TokenizeParams, tokenize_params, "tokenize")
     model = parse_params(ModelParams, model_params, "model")
-    tokenizer = load_tokenizer(
-        model.name_or_path,
-        embedded_cache_dir=model.embedded_cache_dir,
-        revision=model.revision,
-    )
+    tokenizer = tokenizer_from_params(model)
 
     def encode_batch(batch: dict[str, list]) -> dict[str, list]:
         encoded = [
