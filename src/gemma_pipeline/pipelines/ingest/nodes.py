@@ -105,7 +105,11 @@ def ingest_sources(
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for name, task, split, raw, origin in raw_splits:
         accepted, rejected = normalize(task, raw, source=name, split=split, origin=origin)
-        assert len(accepted) + len(rejected) == len(raw), "normalize lost rows"
+        if len(accepted) + len(rejected) != len(raw):  # the promise every count relies on
+            raise RuntimeError(
+                f"{origin}: {len(raw)} rows read, but only "
+                f"{len(accepted) + len(rejected)} accepted or rejected"
+            )
         accepted_parts.append(accepted)
         rejected_parts.append(rejected)
         counts.setdefault(name, {})[split] = {
