@@ -175,6 +175,8 @@ class TrainQloraParams(StrictModel):
     # Keep every rotated copy of a question in the same batch (see format_prompts).
     group_rotations: bool = True
     max_train_rows: int | None = Field(default=None, gt=0)
+    # Train only on these tasks' rows (null: all). Evaluation still scores every task.
+    tasks: list[Task] | None = None
 
 
 # --- evaluate ---------------------------------------------------------------------------------

@@ -135,3 +135,19 @@ def test_a_killed_run_resumes_to_the_same_adapter(
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.allclose(got[name], expected[name], atol=1e-6), name
+
+
+def test_tasks_selects_the_training_rows(tmp_path, tiny_model_dir, tiny_tokenizer):
+    rows = _rows(tiny_tokenizer, n_questions=4).to_list()
+    for index, row in enumerate(rows):
+        row["task"] = "mmlu" if index < 8 else "mathqa"
+    data = Dataset.from_list(rows)
+    params = _params(tmp_path, max_steps=1, tasks=["mmlu"])
+    _, history = train_adapter(data, params, ModelParams(name_or_path=str(tiny_model_dir)))
+    assert history["train_rows"] == 8
+    with pytest.raises(ValueError, match="selects no training rows"):
+        train_adapter(
+            data.filter(lambda row: row["task"] == "mathqa"),
+            params,
+            ModelParams(name_or_path=str(tiny_model_dir)),
+        )

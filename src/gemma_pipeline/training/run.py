@@ -38,6 +38,11 @@ def train_adapter(
 ) -> tuple[PeftModel, dict[str, Any]]:
     """Train a LoRA adapter on ``train_dataset`` (tokenized rows) and return it with its history."""
     set_seed(params.seed)
+    if params.tasks is not None:
+        wanted = set(params.tasks)
+        train_dataset = train_dataset.filter(lambda row: row["task"] in wanted, desc="tasks")
+        if len(train_dataset) == 0:
+            raise ValueError(f"train_qlora.tasks {sorted(wanted)} selects no training rows")
     if params.max_train_rows is not None:
         train_dataset = train_dataset.select(range(min(params.max_train_rows, len(train_dataset))))
     device = training_device()
