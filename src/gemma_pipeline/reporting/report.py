@@ -124,21 +124,26 @@ def results_table_rows(
                 {
                     "dataset": task,
                     "metric": name,
-                    "base": format_estimate(
-                        metric.get("base"), metric.get("base_se"), percent=percent
-                    ),
-                    "finetuned": format_estimate(
-                        metric.get("finetuned"), metric.get("finetuned_se"), percent=percent
-                    ),
-                    "change": format_estimate(
-                        metric.get("change"), metric.get("change_se"), percent=percent, signed=True
-                    ),
-                    "significant": is_significant(
-                        metric.get("change"), metric.get("change_se"), significance_se
-                    ),
+                    **_comparison_cells(metric, significance_se, percent=percent),
                 }
             )
     return rows
+
+
+def _comparison_cells(
+    entry: Mapping[str, Any], significance_se: float, *, percent: bool
+) -> dict[str, Any]:
+    """Base, fine-tuned and change cells of one results row (a metric or a subject)."""
+    return {
+        "base": format_estimate(entry.get("base"), entry.get("base_se"), percent=percent),
+        "finetuned": format_estimate(
+            entry.get("finetuned"), entry.get("finetuned_se"), percent=percent
+        ),
+        "change": format_estimate(
+            entry.get("change"), entry.get("change_se"), percent=percent, signed=True
+        ),
+        "significant": is_significant(entry.get("change"), entry.get("change_se"), significance_se),
+    }
 
 
 def letter_spread_rows(metrics: Mapping[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -179,18 +184,7 @@ def per_subject_rows(
                     "dataset": task,
                     "subject": str(subject.get("subject")),
                     "n": str(subject.get("n", MISSING)),
-                    "base": format_estimate(
-                        subject.get("base"), subject.get("base_se"), percent=True
-                    ),
-                    "finetuned": format_estimate(
-                        subject.get("finetuned"), subject.get("finetuned_se"), percent=True
-                    ),
-                    "change": format_estimate(
-                        subject.get("change"), subject.get("change_se"), percent=True, signed=True
-                    ),
-                    "significant": is_significant(
-                        subject.get("change"), subject.get("change_se"), significance_se
-                    ),
+                    **_comparison_cells(subject, significance_se, percent=True),
                 }
             )
     return rows
