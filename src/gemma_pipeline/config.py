@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Task = Literal["mmlu", "mathqa"]
 Split = Literal["train", "validation", "test"]
+#: Benchmarks scored by the evaluate stage, in lm-evaluation-harness's formats.
+BenchmarkTask = Literal["mmlu", "mathqa", "gsm8k"]
+#: A benchmark's rows to score, and the pool its few-shot examples come from.
+BenchmarkSplit = Literal["test", "fewshot"]
 
 
 class StrictModel(BaseModel):
@@ -89,8 +93,23 @@ class SourceParams(StrictModel):
         return self
 
 
+class BenchmarkHubParams(HubParams):
+    splits: dict[BenchmarkSplit, HubSplit]
+
+
+class BenchmarkSourceParams(SourceParams):
+    """Where a benchmark's test rows and few-shot pool come from (same loaders as training)."""
+
+    task: BenchmarkTask
+    hub: BenchmarkHubParams | None = None
+    local: dict[BenchmarkSplit, str] | None = None
+    sample: dict[BenchmarkSplit, int] | None = None
+
+
 class IngestParams(StrictModel):
     sources: dict[str, SourceParams]
+    # Benchmarks for the evaluate stage, read as lm-evaluation-harness reads them.
+    benchmarks: dict[str, BenchmarkSourceParams] = {}
     sample_seed: int = 0
 
 

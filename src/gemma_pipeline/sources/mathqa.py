@@ -36,7 +36,12 @@ _ANY_LABEL = re.compile(r"(?:^|,)\s*([a-z])\s*\)", re.IGNORECASE)
 
 
 def normalize_mathqa(
-    raw: pd.DataFrame, *, source: str, split: str, origin: str
+    raw: pd.DataFrame,
+    *,
+    source: str,
+    split: str,
+    origin: str,
+    keep_duplicates: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn a raw Math-QA frame into (accepted questions, rejected rows).
 
@@ -45,7 +50,9 @@ def normalize_mathqa(
     layout; problems within a row never raise, they put the row in the rejected frame.
     """
     layout = detect_layout(raw, LAYOUTS, task=TASK, origin=origin)
-    return normalize_rows(raw, layout, source=source, task=TASK, split=split)
+    return normalize_rows(
+        raw, layout, source=source, task=TASK, split=split, keep_duplicates=keep_duplicates
+    )
 
 
 def parse_options(value: Any) -> list[str]:

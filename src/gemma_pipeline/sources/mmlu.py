@@ -32,7 +32,12 @@ _STRUCT_FIELDS = "question, subject, choices, answer"
 
 
 def normalize_mmlu(
-    raw: pd.DataFrame, *, source: str, split: str, origin: str
+    raw: pd.DataFrame,
+    *,
+    source: str,
+    split: str,
+    origin: str,
+    keep_duplicates: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn a raw MMLU frame into (accepted questions, rejected rows).
 
@@ -41,7 +46,9 @@ def normalize_mmlu(
     layout; problems within a row never raise, they put the row in the rejected frame.
     """
     layout = detect_layout(raw, LAYOUTS, task=TASK, origin=origin)
-    return normalize_rows(raw, layout, source=source, task=TASK, split=split)
+    return normalize_rows(
+        raw, layout, source=source, task=TASK, split=split, keep_duplicates=keep_duplicates
+    )
 
 
 def parse_choices(value: Any) -> list[str]:

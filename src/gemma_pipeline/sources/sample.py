@@ -870,6 +870,165 @@ def generate_mathqa_raw(split: str, n: int, seed: int) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# GSM8K-style word problems: a question and a worked answer with <<calculator>> notes and a
+# final "#### N" line, the layout of openai/gsm8k "main". Written here, never copied.
+
+_NAMES = (
+    ("Amara", "she", "her"), ("Bilal", "he", "his"), ("Chen", "he", "his"),
+    ("Dalia", "she", "her"), ("Emeka", "he", "his"), ("Freya", "she", "her"),
+    ("Goran", "he", "his"), ("Hana", "she", "her"), ("Ivo", "he", "his"),
+    ("Jules", "she", "her"), ("Kofi", "he", "his"), ("Lena", "she", "her"),
+)  # fmt: skip
+
+
+def _step(expression: str, value: int) -> str:
+    return f"{expression} = <<{expression.replace(' ', '')}={value}>>{value}"
+
+
+def _gsm_shopping(rng: random.Random) -> tuple[str, str, str, int]:
+    name, subject, _ = rng.choice(_NAMES)
+    packs, price = rng.randint(2, 9), rng.randint(2, 12)
+    cost = packs * price
+    bill = rng.choice([b for b in (20, 50, 100) if b > cost] or [200])
+    item = rng.choice(["pencils", "stickers", "markers", "batteries", "notebooks"])
+    question = (
+        f"{name} buys {packs} packs of {item} that cost ${price} per pack. "
+        f"{subject.capitalize()} pays with a ${bill} bill. How much change does {subject} get?"
+    )
+    answer = (
+        f"The {item} cost {_step(f'{packs} * {price}', cost)} dollars.\n"
+        f"The change is {_step(f'{bill} - {cost}', bill - cost)} dollars.\n#### {bill - cost}"
+    )
+    return f"shopping|{packs}|{price}|{bill}|{item}", question, answer, bill - cost
+
+
+def _gsm_saving(rng: random.Random) -> tuple[str, str, str, int]:
+    name, subject, possessive = rng.choice(_NAMES)
+    weekly, weeks = rng.randint(3, 25), rng.randint(4, 12)
+    saved = weekly * weeks
+    spent = rng.randint(1, saved - 1)
+    thing = rng.choice(["bike helmet", "board game", "pair of shoes", "backpack"])
+    question = (
+        f"{name} puts ${weekly} into {possessive} savings every week. After {weeks} weeks, "
+        f"{subject} spends ${spent} on a {thing}. How many dollars does {subject} have left?"
+    )
+    answer = (
+        f"{name} saved {_step(f'{weekly} * {weeks}', saved)} dollars.\n"
+        f"After the {thing}, {subject} has {_step(f'{saved} - {spent}', saved - spent)} "
+        f"dollars left.\n#### {saved - spent}"
+    )
+    return f"saving|{weekly}|{weeks}|{spent}|{thing}", question, answer, saved - spent
+
+
+def _gsm_garden(rng: random.Random) -> tuple[str, str, str, int]:
+    name, _, _ = rng.choice(_NAMES)
+    rows, per_row = rng.randint(3, 12), rng.randint(5, 20)
+    picked = rng.randint(1, per_row - 1)
+    plant = rng.choice(["tomato plants", "lettuces", "sunflowers", "pepper plants"])
+    total, taken = rows * per_row, rows * picked
+    question = (
+        f"A garden has {rows} rows of {plant} with {per_row} in each row. {name} picks "
+        f"{picked} from every row. How many {plant} are left in the garden?"
+    )
+    answer = (
+        f"The garden has {_step(f'{rows} * {per_row}', total)} {plant}.\n"
+        f"{name} picks {_step(f'{rows} * {picked}', taken)} of them.\n"
+        f"So {_step(f'{total} - {taken}', total - taken)} are left.\n#### {total - taken}"
+    )
+    return f"garden|{rows}|{per_row}|{picked}|{plant}", question, answer, total - taken
+
+
+def _gsm_reading(rng: random.Random) -> tuple[str, str, str, int]:
+    name, subject, _ = rng.choice(_NAMES)
+    monday = rng.randint(8, 40)
+    tuesday = 2 * monday
+    book = rng.randint(tuesday + monday + 5, tuesday + monday + 200)
+    read = monday + tuesday
+    question = (
+        f"{name}'s book has {book} pages. {subject.capitalize()} reads {monday} pages on Monday "
+        f"and twice as many pages on Tuesday. How many pages does {subject} still have to read?"
+    )
+    answer = (
+        f"On Tuesday {subject} reads {_step(f'2 * {monday}', tuesday)} pages.\n"
+        f"In the two days {subject} reads {_step(f'{monday} + {tuesday}', read)} pages.\n"
+        f"{subject.capitalize()} still has {_step(f'{book} - {read}', book - read)} pages "
+        f"to read.\n#### {book - read}"
+    )
+    return f"reading|{monday}|{book}", question, answer, book - read
+
+
+def _gsm_bus(rng: random.Random) -> tuple[str, str, str, int]:
+    start = rng.randint(20, 60)
+    off = rng.randint(2, start - 10)
+    on = rng.randint(1, 20)
+    after_first = start - off + on
+    if after_first % 2:
+        on += 1
+        after_first += 1
+    half = after_first // 2
+    question = (
+        f"A bus leaves the station with {start} passengers. At the first stop {off} passengers "
+        f"get off and {on} get on. At the second stop half of the passengers get off. "
+        "How many passengers are still on the bus?"
+    )
+    answer = (
+        f"After the first stop there are {_step(f'{start} - {off} + {on}', after_first)} "
+        f"passengers.\nHalf of them, {_step(f'{after_first} / 2', half)}, get off, so {half} "
+        f"are still on the bus.\n#### {half}"
+    )
+    return f"bus|{start}|{off}|{on}", question, answer, half
+
+
+def _gsm_baking(rng: random.Random) -> tuple[str, str, str, int]:
+    name, subject, _ = rng.choice(_NAMES)
+    trays, per_tray = rng.randint(2, 6), rng.randint(8, 24)
+    friends = rng.randint(2, 8)
+    baked = trays * per_tray
+    each = rng.randint(1, max(1, baked // friends - 1))
+    given = friends * each
+    question = (
+        f"{name} bakes {trays} trays of cookies with {per_tray} cookies on each tray. "
+        f"{subject.capitalize()} gives {each} cookies to each of {friends} friends. "
+        "How many cookies are left?"
+    )
+    answer = (
+        f"{name} bakes {_step(f'{trays} * {per_tray}', baked)} cookies.\n"
+        f"{subject.capitalize()} gives away {_step(f'{friends} * {each}', given)} cookies.\n"
+        f"{_step(f'{baked} - {given}', baked - given)} cookies are left.\n#### {baked - given}"
+    )
+    return f"baking|{trays}|{per_tray}|{friends}|{each}", question, answer, baked - given
+
+
+GSM8K_KINDS: tuple[Callable[[random.Random], tuple[str, str, str, int]], ...] = (
+    _gsm_shopping, _gsm_saving, _gsm_garden, _gsm_reading, _gsm_bus, _gsm_baking,
+)  # fmt: skip
+
+
+def generate_gsm8k_raw(split: str, n: int, seed: int) -> pd.DataFrame:
+    """GSM8K-style rows in the raw openai/gsm8k ``main`` schema (question, answer)."""
+    _check_request(split, n)
+    rng = random.Random(f"gsm8k|{split}|{seed}")
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 500 * (n + 10):
+            raise ValueError(f"cannot draw {n} distinct gsm8k problems for split {split!r}")
+        key, question, answer, _ = rng.choice(GSM8K_KINDS)(rng)
+        if key in seen or problem_split(f"gsm8k|{key}") != split:
+            continue
+        seen.add(key)
+        rows.append({"question": question, "answer": answer})
+    return pd.DataFrame(
+        {
+            column: pd.Series([row[column] for row in rows], dtype="str")
+            for column in ("question", "answer")
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Files
 
 

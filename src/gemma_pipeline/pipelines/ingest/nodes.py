@@ -9,6 +9,7 @@ import pandas as pd
 
 from gemma_pipeline.config import IngestParams, SourceParams, parse_params
 from gemma_pipeline.sources import (
+    generate_gsm8k_raw,
     generate_mathqa_raw,
     generate_mmlu_raw,
     load_hub,
@@ -19,7 +20,14 @@ from gemma_pipeline.sources.schema import QUESTION_COLUMNS, REJECT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-_GENERATORS = {"mmlu": generate_mmlu_raw, "mathqa": generate_mathqa_raw}
+_GENERATORS = {
+    "mmlu": generate_mmlu_raw,
+    "mathqa": generate_mathqa_raw,
+    "gsm8k": generate_gsm8k_raw,
+}
+# The generator split that stands in for a benchmark's few-shot pool (cais/mmlu "dev",
+# gsm8k "train"): disjoint from the generated test rows by construction.
+_SAMPLE_SPLIT = {"fewshot": "validation"}
 # Held-out splits win: a train row whose content also sits in validation/test is quarantined, so
 # evaluation never scores a question the model was trained on.
 _HELD_OUT = ("test", "validation")
@@ -36,7 +44,7 @@ def _load_raw_split(source: SourceParams, split: str, seed: int) -> tuple[pd.Dat
         raw = load_local(origin)
     else:
         origin = f"sample:{source.task}[{split}] seed={seed}"
-        raw = _GENERATORS[source.task](split, source.sample[split], seed)
+        raw = _GENERATORS[source.task](_SAMPLE_SPLIT.get(split, split), source.sample[split], seed)
     if source.max_rows is not None:
         raw = raw.head(source.max_rows)
     return raw.reset_index(drop=True), origin
@@ -84,27 +92,23 @@ def quarantine_leaked_rows(
     return questions[~leaked_mask].reset_index(drop=True), rejected
 
 
-def ingest_sources(
-    ingest_params: dict[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Load, normalize and validate every configured source.
-
-    Returns the accepted questions (``schema.QUESTION_COLUMNS``), the rejected rows with their
-    reasons (``schema.REJECT_COLUMNS``) and per-source/split counts. For every source and split,
-    accepted + rejected = rows read.
-    """
-    params = parse_params(IngestParams, ingest_params, "ingest")
+def _read_and_normalize(
+    sources: dict[str, SourceParams], seed: int, keep_duplicates: bool = False
+) -> tuple[pd.DataFrame, list[pd.DataFrame], dict[str, dict[str, dict[str, int]]]]:
+    """Accepted rows, the rejected parts and per-source/split counts of every source."""
     # Read every source first: a missing file or an unreachable hub in the last one fails fast.
     raw_splits = []
-    for name, source in params.sources.items():
+    for name, source in sources.items():
         for split in _splits_of(source):
-            raw, origin = _load_raw_split(source, split, params.sample_seed)
+            raw, origin = _load_raw_split(source, split, seed)
             raw_splits.append((name, source.task, split, raw, origin))
 
     accepted_parts, rejected_parts = [], []
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for name, task, split, raw, origin in raw_splits:
-        accepted, rejected = normalize(task, raw, source=name, split=split, origin=origin)
+        accepted, rejected = normalize(
+            task, raw, source=name, split=split, origin=origin, keep_duplicates=keep_duplicates
+        )
         if len(accepted) + len(rejected) != len(raw):  # the promise every count relies on
             raise RuntimeError(
                 f"{origin}: {len(raw)} rows read, but only "
@@ -117,8 +121,47 @@ def ingest_sources(
             "accepted": len(accepted),
             "rejected": len(rejected),
         }
-
     questions = pd.concat(accepted_parts, ignore_index=True)[QUESTION_COLUMNS]
+    return questions, rejected_parts, counts
+
+
+def ingest_benchmarks(ingest_params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Load the evaluation benchmarks (test rows and few-shot pools) into the question schema.
+
+    Row order is the source's: lm-eval's few-shot samplers depend on it (MMLU takes the first
+    five dev rows of a subject; GSM8K draws from the train pool with a seeded RNG).
+    """
+    params = parse_params(IngestParams, ingest_params, "ingest")
+    if not params.benchmarks:
+        raise ValueError("ingest.benchmarks is empty: configure at least one benchmark source")
+    questions, rejected_parts, counts = _read_and_normalize(
+        params.benchmarks, params.sample_seed, keep_duplicates=True
+    )
+    for name, splits in counts.items():
+        for split, count in splits.items():
+            logger.info(
+                "benchmark %s/%s: %d read, %d accepted, %d rejected",
+                name,
+                split,
+                count["read"],
+                count["accepted"],
+                count["rejected"],
+            )
+    rejected = pd.concat(rejected_parts, ignore_index=True)[REJECT_COLUMNS].astype(str)
+    return questions, rejected
+
+
+def ingest_sources(
+    ingest_params: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Load, normalize and validate every configured source.
+
+    Returns the accepted questions (``schema.QUESTION_COLUMNS``), the rejected rows with their
+    reasons (``schema.REJECT_COLUMNS``) and per-source/split counts. For every source and split,
+    accepted + rejected = rows read.
+    """
+    params = parse_params(IngestParams, ingest_params, "ingest")
+    questions, rejected_parts, counts = _read_and_normalize(params.sources, params.sample_seed)
     questions, leaked = quarantine_leaked_rows(questions)
     for _, row in leaked.iterrows():
         counts[row["source"]][row["split"]]["accepted"] -= 1

@@ -1,0 +1,290 @@
+"""The model side of lm-evaluation-harness's seam: ``loglikelihood`` and ``generate_until``.
+
+Tasks (``evaluation/tasks``) turn documents into requests; these two functions answer them the
+way lm-eval's HF backend does (same tokenization of context and continuation, same greedy
+decoding and stop handling), only faster:
+
+- requests are length-sorted and batched by a token budget, not a fixed count;
+- a context's tokens that many requests share (a task's few-shot block) run through the model
+  once, and their KV cache is reused by every batch that starts with them;
+- requests with the same input tokens share a row (MMLU's four one-token answers are read off
+  one position), and logits are projected only at the positions that are scored;
+- generation is batched greedy decoding with a KV cache (``model.generate``) that stops every
+  row at lm-eval's stop sequences.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from gemma_pipeline.modeling.heads import project_to_logits, run_backbone
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    context: str
+    continuation: str
+    # A leading part of ``context`` that many requests share (a few-shot block). Its tokens run
+    # through the model once; "" shares nothing. It never changes the result, only the speed.
+    shared_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    logprob: float  # sum of log p(continuation tokens | context)
+    is_greedy: bool  # every continuation token is the argmax
+    tokens: int  # continuation length in tokens
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    context: str
+    until: tuple[str, ...]  # stop sequences; the output is cut at the first of them
+    max_gen_toks: int = 256
+
+
+class Encoder:
+    """lm-eval's tokenization rules for a causal LM (``HFLM.tok_encode`` / ``_encode_pair``).
+
+    The tokenizer's own special tokens are added (Gemma's BOS), except when the text already
+    starts with the BOS string (chat-templated prompts carry it).
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.bos = tokenizer.bos_token
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        with_bos = [t for t in texts if self.bos and t.startswith(self.bos)]
+        if not with_bos:
+            return self.tokenizer(list(texts))["input_ids"]
+        return [self.encode(text) for text in texts]
+
+    def encode(self, text: str) -> list[int]:
+        add_special = not (self.bos and text.startswith(self.bos))
+        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(context tokens, continuation tokens) per pair: the whole text is encoded and split
+        after the context's tokens; trailing spaces of the context move to the continuation."""
+        contexts, wholes = [], []
+        for context, continuation in pairs:
+            n_spaces = len(context) - len(context.rstrip())
+            if n_spaces:
+                continuation = context[-n_spaces:] + continuation
+                context = context[:-n_spaces]
+            contexts.append(context)
+            wholes.append(context + continuation)
+        unique_contexts = list(dict.fromkeys(contexts))
+        context_ids = dict(zip(unique_contexts, self.encode_many(unique_contexts), strict=True))
+        whole_ids = self.encode_many(wholes)
+        return [
+            (context_ids[context], whole[len(context_ids[context]) :])
+            for context, whole in zip(contexts, whole_ids, strict=True)
+        ]
+
+
+@dataclass
+class _Row:
+    """Input tokens after the shared prefix, and the requests scored on them."""
+
+    tokens: tuple[int, ...]
+    # (request index, position in ``tokens`` predicting the first continuation token, targets)
+    targets: list[tuple[int, int, list[int]]]
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _batches(rows: list[_Row], max_batch_tokens: int, max_batch_size: int) -> list[list[_Row]]:
+    """Longest first, each batch within the token budget (padded length x rows)."""
+    rows = sorted(rows, key=lambda row: -len(row.tokens))
+    batches: list[list[_Row]] = []
+    for row in rows:
+        if batches:
+            current = batches[-1]
+            width = len(current[0].tokens)  # the first row is the longest
+            if len(current) < max_batch_size and width * (len(current) + 1) <= max_batch_tokens:
+                current.append(row)
+                continue
+        batches.append([row])
+    return batches
+
+
+@torch.inference_mode()
+def loglikelihood(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[LoglikelihoodRequest],
+    *,
+    max_batch_tokens: int = 16384,
+    max_batch_size: int = 256,
+    desc: str = "loglikelihood",
+) -> list[LoglikelihoodResult]:
+    """log p(continuation | context) for every request, in request order."""
+    if not requests:
+        return []
+    device = next(model.parameters()).device
+    encoder = Encoder(tokenizer)
+    encoded = encoder.encode_pairs([(r.context, r.continuation) for r in requests])
+    prefixes = list(dict.fromkeys(r.shared_prefix for r in requests if r.shared_prefix))
+    prefix_ids = dict(zip(prefixes, encoder.encode_many(prefixes), strict=True))
+
+    # Group requests by the tokens their shared prefix really contributes: the KV of a token
+    # depends only on the tokens before it, so any common leading run of tokens can be reused.
+    groups: dict[tuple[int, ...], dict[tuple[int, ...], _Row]] = {}
+    for index, (request, (context, continuation)) in enumerate(zip(requests, encoded, strict=True)):
+        if not continuation:
+            raise ValueError(f"request {index}: the continuation {request.continuation!r} is empty")
+        shared = 0
+        if request.shared_prefix:
+            shared = _common_prefix_length(prefix_ids[request.shared_prefix], context)
+            shared = min(shared, len(context) - 1)  # keep the last context token in the row
+        full = [*context, *continuation]
+        prefix, tokens = tuple(full[:shared]), tuple(full[shared:-1])
+        row = groups.setdefault(prefix, {}).setdefault(tokens, _Row(tokens, []))
+        row.targets.append((index, len(context) - 1 - shared, continuation))
+
+    logprobs = [0.0] * len(requests)
+    greedy = [True] * len(requests)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    n_rows = sum(len(rows) for rows in groups.values())
+    progress = tqdm(total=n_rows, desc=desc, unit="row")
+    for prefix, rows in groups.items():
+        prefix_cache = None
+        if prefix:
+            prefix_cache = run_backbone(
+                model, input_ids=torch.tensor([prefix], device=device), use_cache=True
+            ).past_key_values
+        for batch in _batches(list(rows.values()), max_batch_tokens, max_batch_size):
+            _score_batch(model, batch, prefix, prefix_cache, pad, device, logprobs, greedy)
+            progress.update(len(batch))
+    progress.close()
+    return [
+        LoglikelihoodResult(logprob, is_greedy, len(continuation))
+        for logprob, is_greedy, (_, continuation) in zip(logprobs, greedy, encoded, strict=True)
+    ]
+
+
+def _score_batch(
+    model: torch.nn.Module,
+    batch: list[_Row],
+    prefix: tuple[int, ...],
+    prefix_cache,
+    pad: int,
+    device: torch.device,
+    logprobs: list[float],
+    greedy: list[bool],
+) -> None:
+    width = len(batch[0].tokens)
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for b, row in enumerate(batch):
+        input_ids[b, : len(row.tokens)] = torch.tensor(row.tokens)
+        mask[b, : len(row.tokens)] = 1
+    inputs = {
+        "input_ids": input_ids.to(device),
+        "position_ids": (len(prefix) + torch.arange(width, device=device)).expand(len(batch), -1),
+    }
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)
+        cache.batch_repeat_interleave(len(batch))
+        mask = torch.cat([torch.ones((len(batch), len(prefix)), dtype=torch.long), mask], dim=1)
+        inputs.update(past_key_values=cache, use_cache=True)
+    else:
+        inputs["use_cache"] = False
+    hidden = run_backbone(model, attention_mask=mask.to(device), **inputs).last_hidden_state
+
+    # Every (row, position) whose next-token distribution is read, each projected once.
+    positions: dict[tuple[int, int], int] = {}
+    for b, row in enumerate(batch):
+        for _, start, targets in row.targets:
+            for offset in range(len(targets)):
+                positions.setdefault((b, start + offset), len(positions))
+    rows_index = torch.tensor([b for b, _ in positions], device=device)
+    cols_index = torch.tensor([p for _, p in positions], device=device)
+    log_probs = torch.log_softmax(project_to_logits(model, hidden[rows_index, cols_index]), -1)
+    argmax = log_probs.argmax(-1).tolist()
+    for b, row in enumerate(batch):
+        for index, start, targets in row.targets:
+            slots = [positions[(b, start + offset)] for offset in range(len(targets))]
+            picked = log_probs[slots, targets]
+            logprobs[index] = float(picked.sum())
+            greedy[index] = all(argmax[s] == t for s, t in zip(slots, targets, strict=True))
+
+
+def cut_at_stop_sequences(text: str, until: Sequence[str]) -> str:
+    """lm-eval's post-processing: cut at each stop sequence in turn."""
+    for stop in until:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+@torch.inference_mode()
+def generate_until(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[GenerationRequest],
+    *,
+    batch_size: int = 32,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy continuation of every context, cut at its stop sequences (lm-eval's rules).
+
+    Rows are left-padded and grouped by length; each row stops growing once it has produced a
+    stop sequence or the end-of-sequence token, and the batch ends when every row has.
+    """
+    if not requests:
+        return []
+    device = next(model.parameters()).device
+    encoder = Encoder(tokenizer)
+    contexts = encoder.encode_many([r.context for r in requests])
+    eos = tokenizer.eos_token_id
+    eos_text = tokenizer.decode([eos]) if eos is not None else ""
+    order = sorted(range(len(requests)), key=lambda i: -len(contexts[i]))
+    outputs: list[str] = [""] * len(requests)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    for i in order:  # one generate call per (stop sequences, budget), as lm-eval groups them
+        groups.setdefault((requests[i].until, requests[i].max_gen_toks), []).append(i)
+    progress = tqdm(total=len(requests), desc=desc, unit="request")
+    for (until, max_gen_toks), members in groups.items():
+        stops = [s for s in (*until, eos_text) if s]
+        for start in range(0, len(members), batch_size):
+            batch = members[start : start + batch_size]
+            width = max(len(contexts[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for b, i in enumerate(batch):
+                input_ids[b, width - len(contexts[i]) :] = torch.tensor(contexts[i])
+                mask[b, width - len(contexts[i]) :] = 1
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_gen_toks,
+                do_sample=False,
+                stop_strings=stops,
+                tokenizer=tokenizer,
+                pad_token_id=pad,
+            )
+            for b, i in enumerate(batch):
+                text = tokenizer.decode(generated[b, width:], skip_special_tokens=True)
+                outputs[i] = cut_at_stop_sequences(text, stops)
+            progress.update(len(batch))
+    progress.close()
+    return outputs

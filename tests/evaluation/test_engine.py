@@ -1,0 +1,120 @@
+import pytest
+import torch
+
+from gemma_pipeline.evaluation.engine import (
+    Encoder,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    cut_at_stop_sequences,
+    generate_until,
+    loglikelihood,
+)
+from gemma_pipeline.modeling import load_causal_lm
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    model = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="unused", dtype="float32")
+    return model.eval()
+
+
+def _reference(model, tokenizer, context, continuation):
+    """lm-eval's HF computation: one full forward of context + continuation, full logits."""
+    context_ids, continuation_ids = Encoder(tokenizer).encode_pairs([(context, continuation)])[0]
+    ids = torch.tensor([context_ids + continuation_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    picked = [logprobs[len(context_ids) - 1 + k] for k in range(len(continuation_ids))]
+    total = sum(row[token].item() for row, token in zip(picked, continuation_ids, strict=True))
+    greedy = all(row.argmax().item() == t for row, t in zip(picked, continuation_ids, strict=True))
+    return total, greedy
+
+
+def _requests():
+    # The shared block (about 60 tokens) is longer than the tiny model's sliding window (32),
+    # so the cached prefix must also be right for the sliding-window layers.
+    shared = "The following are questions about cats.\n\n" + "the cat is a cat. " * 8 + "\n\n"
+    questions = ["What is the cat?\nAnswer:", "Which of the following is true?\nAnswer:"]
+    requests = [
+        LoglikelihoodRequest(shared + q, f" {letter}", shared)
+        for q in questions
+        for letter in "ABCD"
+    ]
+    requests += [
+        LoglikelihoodRequest("Question: what is 1 + 1?\nAnswer:", " 2 is the answer"),
+        LoglikelihoodRequest("Question: what is 1 + 1?\nAnswer:", " 12"),
+        LoglikelihoodRequest("Question: what is 1 + 1?\nAnswer: ", "3"),  # trailing space moves
+        LoglikelihoodRequest(shared + "Short\nAnswer:", " the cat is a cat", shared),
+    ]
+    return requests
+
+
+def test_loglikelihood_matches_full_forward_per_request(tiny_model, tiny_tokenizer):
+    requests = _requests()
+    results = loglikelihood(tiny_model, tiny_tokenizer, requests, max_batch_tokens=64)
+    for request, result in zip(requests, results, strict=True):
+        expected, greedy = _reference(
+            tiny_model, tiny_tokenizer, request.context, request.continuation
+        )
+        assert result.logprob == pytest.approx(expected, abs=1e-4), request
+        assert result.is_greedy == greedy
+
+
+def test_shared_prefix_changes_nothing_but_speed(tiny_model, tiny_tokenizer):
+    requests = _requests()
+    unshared = [LoglikelihoodRequest(r.context, r.continuation) for r in requests]
+    with_prefix = loglikelihood(tiny_model, tiny_tokenizer, requests)
+    without = loglikelihood(tiny_model, tiny_tokenizer, unshared, max_batch_size=1)
+    for a, b in zip(with_prefix, without, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_prefix_that_does_not_tokenize_on_its_own_still_scores_exactly(tiny_model, tiny_tokenizer):
+    # "cat" + "s" may merge across the prefix boundary: only the common tokens are reused.
+    request = LoglikelihoodRequest(
+        "the cat is a cats\nAnswer:", " A", shared_prefix="the cat is a cat"
+    )
+    [result] = loglikelihood(tiny_model, tiny_tokenizer, [request])
+    expected, _ = _reference(tiny_model, tiny_tokenizer, request.context, request.continuation)
+    assert result.logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_encode_pairs_moves_trailing_spaces_to_the_continuation(tiny_tokenizer):
+    encoder = Encoder(tiny_tokenizer)
+    [(context, continuation)] = encoder.encode_pairs([("Answer: ", "3")])
+    assert context == encoder.encode("Answer:")
+    assert context + continuation == encoder.encode("Answer: 3")
+    # A chat-templated prompt already starts with <bos>: no second one.
+    assert encoder.encode("<bos>hi")[:2] != [tiny_tokenizer.bos_token_id] * 2
+
+
+def test_cut_at_stop_sequences_applies_every_stop_in_turn():
+    assert cut_at_stop_sequences("12\n\nQuestion: next", ["Question:", "</s>"]) == "12\n\n"
+    assert cut_at_stop_sequences("a</s>b<|im_end|>c", ["Question:", "</s>", "<|im_end|>"]) == "a"
+
+
+def _greedy_one(model, tokenizer, context, max_new, stops):
+    ids = Encoder(tokenizer).encode(context)
+    out = []
+    with torch.no_grad():
+        for _ in range(max_new):
+            logits = model(input_ids=torch.tensor([ids + out])).logits[0, -1]
+            token = int(logits.argmax())
+            out.append(token)
+            text = tokenizer.decode(out, skip_special_tokens=True)
+            if token == tokenizer.eos_token_id or any(s in text for s in stops):
+                break
+    return cut_at_stop_sequences(tokenizer.decode(out, skip_special_tokens=True), [*stops, "<eos>"])
+
+
+def test_batched_generation_equals_one_at_a_time_greedy(tiny_model, tiny_tokenizer):
+    contexts = [
+        "Question: what is 1 + 1?\nAnswer:",
+        "the cat",
+        "Question: the answer is\nAnswer: x",
+    ]
+    stops = ("Question:", "is")
+    requests = [GenerationRequest(c, stops, max_gen_toks=12) for c in contexts]
+    outputs = generate_until(tiny_model, tiny_tokenizer, requests, batch_size=3)
+    for context, output in zip(contexts, outputs, strict=True):
+        assert output == _greedy_one(tiny_model, tiny_tokenizer, context, 12, stops)
