@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 
+@cache  # indexing lm-eval's thousands of task files takes seconds
 def _task_manager():
     try:
         from lm_eval.tasks import TaskManager
