@@ -201,11 +201,33 @@ class TrainQloraParams(StrictModel):
 # --- evaluate ---------------------------------------------------------------------------------
 
 
+class BenchmarkParams(StrictModel):
+    num_fewshot: list[int] = Field(min_length=1)
+
+
+class LmEvalTask(StrictModel):
+    """An lm-eval task by name; ``data_files`` points its dataset at local files (offline)."""
+
+    task: str
+    data_files: dict[str, str] | None = None
+    num_fewshot: int | None = None
+
+
 class EvaluateParams(StrictModel):
     # Held out from training by construction (ingest quarantines train rows that repeat them).
     split: Literal["validation", "test"] = "test"
     batch_size: int = Field(default=8, gt=0)  # questions per forward; options share the prompt
     max_questions_per_task: int | None = Field(default=None, gt=0)
+    # lm-eval-format benchmarks (ingest.benchmarks supplies the rows): task -> shots.
+    benchmarks: dict[BenchmarkTask, BenchmarkParams] = {}
+    # plain: lm-eval's text, comparable with published numbers; chat: the fine-tune's format.
+    prompt_styles: list[Literal["plain", "chat"]] = ["plain", "chat"]
+    max_batch_tokens: int = Field(default=16384, gt=0)  # padded tokens per forward
+    generation_batch_size: int = Field(default=32, gt=0)
+    max_benchmark_docs: int | None = Field(default=None, gt=0)  # first N test rows per task
+    # Any other lm-eval tasks, run by lm-eval itself on the same model objects.
+    lm_eval_tasks: list[LmEvalTask] = []
+    lm_eval_batch_size: int = Field(default=8, gt=0)
 
 
 # --- report -----------------------------------------------------------------------------------

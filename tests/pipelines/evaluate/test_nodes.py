@@ -5,7 +5,11 @@ from peft import LoraConfig, get_peft_model
 
 from gemma_pipeline.config import EvaluateParams
 from gemma_pipeline.modeling import load_causal_lm
-from gemma_pipeline.pipelines.evaluate.nodes import evaluate_adapter, select_eval_questions
+from gemma_pipeline.pipelines.evaluate.nodes import (
+    evaluate_adapter,
+    evaluate_benchmarks,
+    select_eval_questions,
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,78 @@ def test_evaluate_scores_base_and_adapter_on_the_same_questions(
     assert set(base["letter_pred"]) <= set("ABCDE")
     mass = metrics["tasks"]["mmlu"]["metrics"][3]
     assert mass["metric"] == "letter_prob_mass" and 0 < mass["base"] < 1
+
+
+@pytest.fixture(scope="module")
+def benchmark_questions():
+    from gemma_pipeline.pipelines.ingest.nodes import ingest_benchmarks
+
+    sample = {
+        "mmlu": {"test": 6, "fewshot": 100},
+        "mathqa": {"test": 3},
+        "gsm8k": {"test": 2, "fewshot": 10},
+    }
+    sources = {t: {"task": t, "loader": "sample", "sample": s} for t, s in sample.items()}
+    questions, rejected = ingest_benchmarks({"sources": {}, "benchmarks": sources})
+    assert rejected.empty
+    return questions
+
+
+FORMAT = {
+    "templates": {
+        "mmlu": {"user": "{subject}: {question}\n{options}"},
+        "mathqa": {"user": "{question}\n{options}"},
+    }
+}
+
+
+def test_benchmarks_score_every_run_for_both_models(
+    tiny_model_dir, adapter_dir, benchmark_questions
+):
+    params = {
+        "benchmarks": {
+            "mmlu": {"num_fewshot": [0, 5]},
+            "mathqa": {"num_fewshot": [0]},
+            "gsm8k": {"num_fewshot": [2]},
+        },
+        "prompt_styles": ["plain", "chat"],
+        "max_benchmark_docs": 4,
+        "generation_batch_size": 2,
+    }
+    predictions, metrics = evaluate_benchmarks(
+        benchmark_questions,
+        adapter_dir,
+        params,
+        {"quantization": {"load_in_4bit": False}},
+        {"name_or_path": str(tiny_model_dir), "dtype": "float32"},
+        FORMAT,
+    )
+    assert len(metrics["runs"]) == 8
+    for label in ("base", "finetuned"):
+        runs = metrics["models"][label]
+        mmlu = runs["mmlu|5-shot|plain"]
+        assert mmlu["acc"]["n"] == 4 and 0 <= mmlu["acc"]["value"] <= 1
+        assert set(mmlu["categories"]) <= {"stem", "social_sciences", "humanities", "other"}
+        assert mmlu["acc_micro"]["value"] == pytest.approx(mmlu["acc"]["value"])
+        gsm = runs["gsm8k|2-shot|chat"]
+        assert set(gsm) == {"exact_match,strict-match", "exact_match,flexible-extract", "seconds"}
+    # 4 mmlu x 2 shots + 3 mathqa + 2 gsm8k, per style and model
+    assert len(predictions) == (4 * 2 + 3 + 2) * 2 * 2
+    base = predictions[(predictions["model"] == "base") & (predictions["task"] == "mmlu")]
+    tuned = predictions[(predictions["model"] == "finetuned") & (predictions["task"] == "mmlu")]
+    assert base["loglikelihoods"].tolist() != tuned["loglikelihoods"].tolist()
+
+
+def test_benchmarks_fail_before_loading_the_model_without_few_shot_rows(
+    tiny_model_dir, adapter_dir, benchmark_questions
+):
+    no_pool = benchmark_questions[benchmark_questions["split"] == "test"]
+    with pytest.raises(ValueError, match="5-shot needs 5 few-shot rows"):
+        evaluate_benchmarks(
+            no_pool,
+            adapter_dir,
+            {"benchmarks": {"mmlu": {"num_fewshot": [5]}}},
+            {"quantization": {"load_in_4bit": False}},
+            {"name_or_path": "/nonexistent/model"},
+            FORMAT,
+        )

@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import evaluate_adapter
+from .nodes import evaluate_adapter, evaluate_benchmarks
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -19,6 +19,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["eval_predictions", "metrics"],
                 name="evaluate_adapter",
+            ),
+            Node(
+                func=evaluate_benchmarks,
+                inputs=[
+                    "benchmark_questions",
+                    "adapter",
+                    "params:evaluate",
+                    "params:train_qlora",
+                    "params:model",
+                    "params:format_prompts",
+                ],
+                outputs=["benchmark_predictions", "benchmark_metrics"],
+                name="evaluate_benchmarks",
             ),
         ]
     )
