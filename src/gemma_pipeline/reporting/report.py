@@ -322,6 +322,8 @@ class ReportInputs:
     ingest_summary: Mapping[str, Any] = field(default_factory=dict)
     run_metadata: Mapping[str, Any] = field(default_factory=dict)
     config: Mapping[str, Any] = field(default_factory=dict)
+    benchmark_metrics: Mapping[str, Any] = field(default_factory=dict)
+    benchmark_rejected_rows: int = 0
     title: str = "Gemma QLoRA fine-tune: base vs fine-tuned"
     significance_se: float = 2.0
     collapse_share: float = 0.5
@@ -578,11 +580,107 @@ def _versions_blocks(meta: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
+def _headline_metrics(run: Mapping[str, Any]) -> list[str]:
+    return [key for key, value in run.items() if isinstance(value, Mapping) and "value" in value]
+
+
+def _benchmark_blocks(inputs: ReportInputs) -> list[Block]:
+    bench = inputs.benchmark_metrics
+    models = bench.get("models") or {}
+    if not models:
+        return []
+    base, tuned = models.get("base", {}), models.get("finetuned", {})
+    blocks: list[Block] = [
+        Heading("Benchmarks in lm-evaluation-harness's format"),
+        Paragraph(
+            "Style plain is lm-eval's own prompt text, comparable with published numbers; "
+            "style chat is the chat-template format the fine-tune was trained on. Values are "
+            "percentages ± standard error; a change in bold exceeds "
+            f"{inputs.significance_se:g} SE of the difference (unpaired, so conservative)."
+        ),
+    ]
+    rows = []
+    for run in bench.get("runs", []):
+        task, shots, style = run.split("|")
+        for metric in _headline_metrics(base.get(run, {})):
+            b, f = base[run][metric], tuned.get(run, {}).get(metric, {})
+            change = (f.get("value") - b["value"]) if _is_number(f.get("value")) else None
+            se = math.sqrt((b.get("stderr") or 0) ** 2 + (f.get("stderr") or 0) ** 2)
+            rows.append(
+                [
+                    task,
+                    shots,
+                    style,
+                    metric,
+                    format_estimate(b["value"], b.get("stderr"), percent=True),
+                    format_estimate(f.get("value"), f.get("stderr"), percent=True),
+                    _strong_if(
+                        format_number(change, percent=True, signed=True),
+                        change is not None and is_significant(change, se, inputs.significance_se),
+                    ),
+                    str(b.get("n", MISSING)),
+                ]
+            )
+    headers = ["task", "shots", "style", "metric", "base", "fine-tuned", "change", "n"]
+    blocks.append(Table(headers, rows, align="llllrrrr"))
+    mmlu_runs = [r for r in bench.get("runs", []) if r.startswith("mmlu|")]
+    if mmlu_runs:
+        run = mmlu_runs[-1]
+        categories = sorted(base.get(run, {}).get("categories", {}))
+        blocks += [
+            Paragraph(f"MMLU by category ({run.replace('|', ', ')}), micro average:"),
+            Table(
+                ["category", "base", "fine-tuned", "questions"],
+                [
+                    [
+                        c,
+                        format_estimate(
+                            base[run]["categories"][c]["value"],
+                            base[run]["categories"][c]["stderr"],
+                            percent=True,
+                        ),
+                        format_estimate(
+                            tuned.get(run, {}).get("categories", {}).get(c, {}).get("value"),
+                            tuned.get(run, {}).get("categories", {}).get(c, {}).get("stderr"),
+                            percent=True,
+                        ),
+                        str(base[run]["categories"][c]["n"]),
+                    ]
+                    for c in categories
+                ],
+                align="lrrr",
+            ),
+        ]
+    if base.get("lm_eval"):
+        tuned_lm_eval = tuned.get("lm_eval", {})
+        rows = [
+            [
+                task,
+                metric,
+                format_number(value["value"], percent=False),
+                format_number(
+                    tuned_lm_eval.get(task, {}).get(metric, {}).get("value"), percent=False
+                ),
+            ]
+            for task, metrics in sorted(base["lm_eval"].items())
+            for metric, value in sorted(metrics.items())
+        ]
+        blocks += [
+            Paragraph("Other tasks, run by lm-evaluation-harness itself:"),
+            Table(["lm-eval task", "metric", "base", "fine-tuned"], rows, align="llrr"),
+        ]
+    blocks.append(
+        Paragraph(f"Benchmark rows rejected at ingest: {inputs.benchmark_rejected_rows}.")
+    )
+    return blocks
+
+
 def report_blocks(inputs: ReportInputs) -> list[Block]:
     """The whole report, in order, as renderer-neutral blocks."""
     return [
         Heading(inputs.title, level=1),
         *_results_blocks(inputs),
+        *_benchmark_blocks(inputs),
         *_training_blocks(inputs.train_metrics),
         *_data_blocks(inputs.ingest_summary),
         *_config_blocks(inputs.config),

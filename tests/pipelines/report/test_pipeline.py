@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
@@ -35,6 +36,8 @@ PARAMS = {
 def test_build_report_renders_both_formats_and_redacts_params():
     md, html, figure = build_report(
         _load("metrics"),
+        _load("benchmark_metrics"),
+        pd.DataFrame({"reason": ["question: missing"] * 3}),
         _load("train_metrics"),
         _load("ingest_summary"),
         {"git": {"commit": "abc", "dirty": False}},
@@ -46,6 +49,13 @@ def test_build_report_renders_both_formats_and_redacts_params():
     assert isinstance(figure, Figure)
     assert md.startswith("# Tiny run")
     assert "| mmlu | `letter_acc` | 25.0 ± 4.4 | 50.0 ± 5.0 | **+25.0 ± 6.0** |" in md
+    # lm-eval-format benchmarks: both styles' meaning, the change, categories, pass-through.
+    assert "| mmlu | 5-shot | plain | acc | 25.0 ± 4.3 | 55.0 ± 5.0 | **+30.0** | 100 |" in md
+    assert "| gsm8k | 5-shot | plain | exact_match,flexible-extract | 5.0 ± 5.0 |" in md
+    assert "| social_sciences | 32.5 ± 7.0 | 62.5 ± 8.0 | 40 |" in md
+    assert "| arc_easy | acc,none | 0.310 | 0.350 |" in md
+    assert "Benchmark rows rejected at ingest: 3." in md
+    assert "style chat is the chat-template format the fine-tune was trained on" in md
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 2  # per-subject plot and loss curve
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
@@ -65,6 +75,12 @@ def versioned_catalog(tmp_path) -> DataCatalog:
     reporting = tmp_path / "08_reporting"
     config = {
         "metrics": _json(reporting / "metrics.json"),
+        "benchmark_metrics": _json(reporting / "benchmark_metrics.json"),
+        "benchmark_rejected_rows": {
+            "type": "pandas.ParquetDataset",
+            "filepath": str(tmp_path / "02_intermediate" / "benchmark_rejected_rows.parquet"),
+            "versioned": True,
+        },
         "train_metrics": _json(reporting / "train_metrics.json"),
         "ingest_summary": _json(reporting / "ingest_summary.json"),
         "adapter": _json(tmp_path / "06_models" / "adapter.json"),  # never saved
@@ -87,8 +103,9 @@ def versioned_catalog(tmp_path) -> DataCatalog:
         },
     }
     earlier = DataCatalog.from_config(config, save_version="2026-01-01T00.00.00.000Z")
-    for name in ("metrics", "train_metrics", "ingest_summary"):
+    for name in ("metrics", "benchmark_metrics", "train_metrics", "ingest_summary"):
         earlier.save(name, _load(name))
+    earlier.save("benchmark_rejected_rows", pd.DataFrame({"reason": ["answer: missing"]}))
     return DataCatalog.from_config(config, save_version="2026-02-02T00.00.00.000Z")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from gemma_pipeline.config import ReportParams, parse_params
@@ -14,6 +15,8 @@ from gemma_pipeline.tracking import redact
 
 def build_report(
     metrics: dict[str, Any],
+    benchmark_metrics: dict[str, Any],
+    benchmark_rejected_rows: pd.DataFrame,
     train_metrics: dict[str, Any],
     ingest_summary: dict[str, Any],
     run_metadata: dict[str, Any],
@@ -37,6 +40,8 @@ def build_report(
         config=redact(
             {"model": model_params, "train_qlora": train_params, "evaluate": evaluate_params}
         ),
+        benchmark_metrics=benchmark_metrics,
+        benchmark_rejected_rows=len(benchmark_rejected_rows),
         title=params.title,
         significance_se=params.significance_se,
         collapse_share=params.collapse_share,

@@ -12,6 +12,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=build_report,
                 inputs=[
                     "metrics",
+                    "benchmark_metrics",
+                    "benchmark_rejected_rows",
                     "train_metrics",
                     "ingest_summary",
                     "run_metadata",  # put in the catalog by RunMetadataHook, not catalog.yml
