@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import pytest
 from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog
@@ -208,6 +209,8 @@ def _catalog(params: dict[str, Any]) -> DataCatalog:
     for section, values in params.items():
         catalog[f"params:{section}"] = values
     catalog["ingest_summary"] = _load("ingest_summary")
+    catalog["benchmark_metrics"] = _load("benchmark_metrics")
+    catalog["benchmark_rejected_rows"] = pd.DataFrame({"reason": []})
     return catalog
 
 

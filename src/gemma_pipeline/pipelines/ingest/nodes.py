@@ -16,7 +16,12 @@ from gemma_pipeline.sources import (
     load_local,
     normalize,
 )
-from gemma_pipeline.sources.schema import QUESTION_COLUMNS, REJECT_COLUMNS
+from gemma_pipeline.sources.schema import (
+    QUESTION_COLUMNS,
+    REJECT_COLUMNS,
+    empty_questions,
+    empty_rejects,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +138,8 @@ def ingest_benchmarks(ingest_params: dict[str, Any]) -> tuple[pd.DataFrame, pd.D
     """
     params = parse_params(IngestParams, ingest_params, "ingest")
     if not params.benchmarks:
-        raise ValueError("ingest.benchmarks is empty: configure at least one benchmark source")
+        logger.info("ingest.benchmarks is empty: no benchmark rows")
+        return empty_questions(), empty_rejects()
     questions, rejected_parts, counts = _read_and_normalize(
         params.benchmarks, params.sample_seed, keep_duplicates=True
     )
