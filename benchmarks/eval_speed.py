@@ -164,8 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", required=True, help="folder of a Gemma tokenizer")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--lm-eval-subjects", type=int, default=6)
-    parser.add_argument("--max-batch-tokens", type=int, default=65536)
+    parser.add_argument("--lm-eval-subjects", type=int, default=10)
+    parser.add_argument("--max-batch-tokens", type=int, default=131072)
     # lm-eval's "auto" sizes batches for the model's 8k context; a fixed 16 fits these prompts
     # (16 x ~1k tokens x 256k-vocabulary float32 logits, twice, is about 32 GB).
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)

@@ -222,7 +222,7 @@ class EvaluateParams(StrictModel):
     benchmarks: dict[BenchmarkTask, BenchmarkParams] = {}
     # plain: lm-eval's text, comparable with published numbers; chat: the fine-tune's format.
     prompt_styles: list[Literal["plain", "chat"]] = ["plain", "chat"]
-    max_batch_tokens: int = Field(default=16384, gt=0)  # padded tokens per forward
+    max_batch_tokens: int = Field(default=16384, gt=0)  # rows x (prefix + padded length)
     generation_batch_size: int = Field(default=32, gt=0)
     max_benchmark_docs: int | None = Field(default=None, gt=0)  # first N test rows per task
     # Any other lm-eval tasks, run by lm-eval itself on the same model objects.

@@ -110,14 +110,19 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _batches(rows: list[_Row], max_batch_tokens: int, max_batch_size: int) -> list[list[_Row]]:
-    """Longest first, each batch within the token budget (padded length x rows)."""
+def _batches(
+    rows: list[_Row], max_batch_tokens: int, max_batch_size: int, prefix_length: int = 0
+) -> list[list[_Row]]:
+    """Longest first; each batch's rows x (shared prefix + padded length) within the budget.
+
+    The prefix counts because each row gets its own copy of the prefix's KV cache.
+    """
     rows = sorted(rows, key=lambda row: -len(row.tokens))
     batches: list[list[_Row]] = []
     for row in rows:
         if batches:
             current = batches[-1]
-            width = len(current[0].tokens)  # the first row is the longest
+            width = prefix_length + len(current[0].tokens)  # the first row is the longest
             if len(current) < max_batch_size and width * (len(current) + 1) <= max_batch_tokens:
                 current.append(row)
                 continue
@@ -132,7 +137,7 @@ def loglikelihood(
     requests: Sequence[LoglikelihoodRequest],
     *,
     max_batch_tokens: int = 16384,
-    max_batch_size: int = 256,
+    max_batch_size: int = 512,
     desc: str = "loglikelihood",
 ) -> list[LoglikelihoodResult]:
     """log p(continuation | context) for every request, in request order."""
@@ -170,7 +175,7 @@ def loglikelihood(
             prefix_cache = run_backbone(
                 model, input_ids=torch.tensor([prefix], device=device), use_cache=True
             ).past_key_values
-        for batch in _batches(list(rows.values()), max_batch_tokens, max_batch_size):
+        for batch in _batches(list(rows.values()), max_batch_tokens, max_batch_size, len(prefix)):
             _score_batch(model, batch, prefix, prefix_cache, pad, device, logprobs, greedy)
             progress.update(len(batch))
     progress.close()
