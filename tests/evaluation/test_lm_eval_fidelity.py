@@ -14,7 +14,11 @@ lm_eval = pytest.importorskip("lm_eval")
 
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-from .lm_eval_setup import ingest_same_rows, write_benchmark_files  # noqa: E402
+from gemma_pipeline.evaluation.fidelity import (  # noqa: E402
+    compare_with_lm_eval,
+    ingest_same_rows,
+    write_benchmark_files,
+)
 
 SHOTS = {"mmlu": [0, 5], "mathqa": [0], "gsm8k": [5]}
 
@@ -63,3 +67,22 @@ def test_plain_prompts_equal_lm_evals(same_rows, task, num_fewshot):
             assert [(r.context, r.continuation) for r in doc.requests] == [
                 tuple(a) for a in arguments
             ]
+
+
+@pytest.mark.slow
+def test_embedded_model_scores_equal_lm_evals_within_half_a_point(tmp_path):
+    """The embedded Gemma 3 270M through both harnesses, on the same rows, in float32."""
+    from gemma_pipeline.modeling import load_causal_lm, load_tokenizer
+
+    name, cache = "embedded:gemma3-270m", "data/06_models/embedded_gemma3_270m"
+    tokenizer = load_tokenizer(name, embedded_cache_dir=cache)
+    model = load_causal_lm(name, embedded_cache_dir=cache, dtype="float32").eval()
+    rows = compare_with_lm_eval(model, tokenizer, tmp_path, {"mmlu": 24, "mathqa": 24, "gsm8k": 6})
+    assert {(row["task"], row["shots"]) for row in rows} == {
+        ("mmlu", 0),
+        ("mmlu", 5),
+        ("mathqa", 0),
+        ("gsm8k", 5),
+    }
+    for row in rows:
+        assert abs(row["difference_points"]) <= 0.5, row
