@@ -48,14 +48,7 @@ def write_benchmark_files(folder: Path, sizes: dict[str, int], seed: int = 0) ->
         test = _write(mmlu_test[mmlu_test["subject"] == subject], folder / f"t_{subject}.jsonl")
         dev = _write(mmlu_dev[mmlu_dev["subject"] == subject], folder / f"d_{subject}.jsonl")
         configs["mmlu"].append(task_config(f"mmlu_{subject}", {"test": test, "dev": dev}))
-    configs["mathqa"].append(
-        task_config(
-            "mathqa",
-            {"test": files["mathqa"]["test"]},
-            training_split=None,
-            validation_split=None,
-        )
-    )
+    configs["mathqa"].append(task_config("mathqa", {"test": files["mathqa"]["test"]}))
     configs["gsm8k"].append(
         task_config("gsm8k", {"test": files["gsm8k"]["test"], "train": files["gsm8k"]["fewshot"]})
     )

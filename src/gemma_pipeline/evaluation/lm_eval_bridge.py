@@ -46,6 +46,12 @@ def task_config(name: str, data_files: Mapping[str, str] | None = None, **overri
             "dataset_kwargs": {"data_files": dict(data_files)},
         }
     config = manager._factory._load_full_config(entry, changes)
+    if data_files is not None:
+        # A split the files do not provide is absent, not an error: lm-eval then takes few-shot
+        # examples from the splits that are there.
+        for key in ("training_split", "validation_split", "fewshot_split"):
+            if config.get(key) not in data_files:
+                config[key] = None
     config.pop("metadata", None)
     for structural in ("tag", "group", "task_list"):
         config.pop(structural, None)
@@ -85,7 +91,8 @@ def fold_results(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, fl
     for task, values in results.get("results", {}).items():
         metrics = {}
         for key, value in values.items():
-            if key == "alias" or "_stderr," in key or not isinstance(value, int | float):
+            # Metric keys read "metric,filter"; alias and sample_len are not metrics.
+            if "," not in key or "_stderr," in key or not isinstance(value, int | float):
                 continue
             metric, _, filter_name = key.partition(",")
             stderr = values.get(f"{metric}_stderr,{filter_name}")

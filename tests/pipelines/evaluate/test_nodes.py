@@ -158,3 +158,33 @@ def test_benchmarks_fail_before_loading_the_model_without_few_shot_rows(
             {"name_or_path": "/nonexistent/model"},
             FORMAT,
         )
+
+
+def test_lm_eval_tasks_run_through_lm_eval_and_agree_with_ours(
+    tiny_model_dir, adapter_dir, benchmark_questions, tmp_path
+):
+    pytest.importorskip("lm_eval")
+    from gemma_pipeline.sources import generate_mathqa_raw
+
+    # The same three Math-QA rows the benchmark fixture generated, as a local lm-eval dataset.
+    path = tmp_path / "mathqa_test.jsonl"
+    generate_mathqa_raw("test", 3, 0).to_json(path, orient="records", lines=True)
+    _, metrics = evaluate_benchmarks(
+        benchmark_questions,
+        adapter_dir,
+        {
+            "benchmarks": {"mathqa": {"num_fewshot": [0]}},
+            "prompt_styles": ["plain"],
+            "lm_eval_tasks": [{"task": "mathqa", "data_files": {"test": str(path)}}],
+            "lm_eval_batch_size": 2,
+        },
+        {"quantization": {"load_in_4bit": False}},
+        {"name_or_path": str(tiny_model_dir), "dtype": "float32"},
+        FORMAT,
+    )
+    for label in ("base", "finetuned"):
+        theirs = metrics["models"][label]["lm_eval"]["mathqa"]
+        ours = metrics["models"][label]["mathqa|0-shot|plain"]
+        assert set(theirs) == {"acc,none", "acc_norm,none"}
+        assert theirs["acc,none"]["value"] == pytest.approx(ours["acc"]["value"])
+        assert theirs["acc_norm,none"]["value"] == pytest.approx(ours["acc_norm"]["value"])
