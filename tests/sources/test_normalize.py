@@ -16,8 +16,10 @@ def test_dispatches_by_task():
 
 
 def test_unknown_task_names_the_allowed_ones():
-    with pytest.raises(ValueError, match=r"unknown task 'gsm8k'; expected one of: mathqa, mmlu"):
-        normalize("gsm8k", pd.DataFrame(), source="s", split="test", origin="o")
+    with pytest.raises(
+        ValueError, match=r"unknown task 'arc'; expected one of: gsm8k, mathqa, mmlu"
+    ):
+        normalize("arc", pd.DataFrame(), source="s", split="test", origin="o")
 
 
 def test_a_frame_for_the_other_task_is_a_layout_error():

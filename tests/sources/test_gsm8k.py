@@ -1,0 +1,56 @@
+import re
+
+import pandas as pd
+import pytest
+
+from gemma_pipeline.sources import SourceLayoutError, generate_gsm8k_raw, normalize_gsm8k
+
+
+def _normalize(rows, **kwargs):
+    return normalize_gsm8k(
+        pd.DataFrame(rows), source="gsm8k", split="test", origin="f.jsonl", **kwargs
+    )
+
+
+def test_rows_keep_their_text_verbatim_and_bad_rows_name_the_field():
+    rows = [
+        {"question": "How many? ", "answer": "2 + 2 = <<2+2=4>>4\n#### 4"},
+        {"question": "No final line?", "answer": "it is 4"},
+        {"question": "  ", "answer": "#### 1"},
+    ]
+    accepted, rejected = _normalize(rows)
+    assert accepted["question"].tolist() == ["How many? "]  # lm-eval's prompt uses it as is
+    assert accepted["rationale"].tolist() == ["2 + 2 = <<2+2=4>>4\n#### 4"]
+    assert accepted["choices"].tolist() == [[]] and accepted["answer"].tolist() == [-1]
+    assert rejected["reason"].tolist() == [
+        "answer: no final '#### <number>' line to score against",
+        "question: empty",
+    ]
+
+
+def test_duplicates_are_rejected_for_training_but_kept_for_benchmarks():
+    row = {"question": "q", "answer": "#### 1"}
+    accepted, rejected = _normalize([row, row])
+    assert len(accepted) == 1 and rejected["reason"].str.startswith("duplicate").all()
+    accepted, rejected = _normalize([row, row, row], keep_duplicates=True)
+    assert rejected.empty
+    first = accepted["row_id"][0]
+    assert accepted["row_id"].tolist() == [first, f"{first}#2", f"{first}#3"]
+
+
+def test_unknown_columns_are_a_layout_error():
+    with pytest.raises(SourceLayoutError, match="openai/gsm8k main"):
+        _normalize([{"Problem": "p"}])
+
+
+def test_sample_is_deterministic_disjoint_and_its_arithmetic_is_right():
+    test, train = generate_gsm8k_raw("test", 40, 0), generate_gsm8k_raw("train", 80, 0)
+    assert test.equals(generate_gsm8k_raw("test", 40, 0))
+    assert not set(test["question"]) & set(train["question"])
+    for answer in [*test["answer"], *train["answer"]]:
+        for expression, value in re.findall(r"<<([^=]+)=(-?\d+)>>", answer):
+            assert eval(expression) == int(value), answer  # generated digits only
+        steps = re.findall(r"<<[^=]+=(-?\d+)>>", answer)
+        assert answer.endswith(f"#### {steps[-1]}")
+    accepted, rejected = _normalize(test)
+    assert len(accepted) == 40 and rejected.empty
