@@ -166,6 +166,8 @@ def write_random_model(folder: Path, tiny: bool) -> int:
     )
     tokenizer.save_pretrained(folder)
     del model
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the recipes run in their own processes
     return parameters
 
 
