@@ -148,10 +148,10 @@ class LoraParams(StrictModel):
 
 class TrainQloraParams(StrictModel):
     seed: int = 42
-    # packed: each micro-batch's rows joined into one padding-free row (attention never crosses
-    # a row boundary; flex attention on CUDA keeps Gemma-2's softcap), logits only where the
-    # loss is. seed: the seed's recipe, kept for comparison: micro-batches of 4 rows, each padded
-    # to 512, eager attention, logits at every position. Same examples per optimizer step.
+    # packed: each micro-batch's rows packed into rows of up to 1024 tokens, attention kept
+    # inside each row (block-diagonal mask), logits only where the loss is. seed: the seed's
+    # recipe, kept for comparison: micro-batches of 4 rows, each padded to 512, logits at every
+    # position. Same examples per optimizer step, same attention (Gemma-2's softcaps kept).
     recipe: Literal["packed", "seed"] = "packed"
     quantization: QuantizationParams = QuantizationParams()
     lora: LoraParams = LoraParams()

@@ -19,6 +19,8 @@ from gemma_pipeline.training.recipe import SEED_PAD_TO, micro_batching
 from gemma_pipeline.training.run import build_trainer
 from gemma_pipeline.training.trainer import selective_causal_lm_loss
 
+PAD = 0  # the tiny tokenizer's <pad>
+
 
 def _rows(tokenizer, lengths, completion_length=3, seed=0):
     """Rows of random prompt tokens of the given lengths (BOS included) and short completions."""
@@ -47,27 +49,40 @@ def _rows(tokenizer, lengths, completion_length=3, seed=0):
 
 
 def test_packing_joins_rows_without_padding_and_restarts_positions(tiny_tokenizer):
-    rows = _rows(tiny_tokenizer, [5, 9, 3], completion_length=2)
-    batch = PackingCollator()(rows)
+    rows = _rows(tiny_tokenizer, [5, 9, 3], completion_length=2)  # 7, 11 and 5 tokens
+    batch = PackingCollator(PAD)(rows)
 
     assert set(batch) == {"input_ids", "position_ids", "labels"}  # no mask: positions rule
-    assert batch["input_ids"].tolist() == [list(chain(*(row["input_ids"] for row in rows)))]
-    assert batch["position_ids"].tolist() == [[*range(7), *range(11), *range(5)]]
+    order = [rows[1], rows[0], rows[2]]  # longest first
+    assert batch["input_ids"].tolist() == [list(chain(*(row["input_ids"] for row in order)))]
+    assert batch["position_ids"].tolist() == [[*range(11), *range(7), *range(5)]]
     labels = batch["labels"][0].tolist()
-    assert labels == list(chain(*(row["labels"] for row in rows)))
+    assert labels == list(chain(*(row["labels"] for row in order)))
     # No row's first token is a target: the previous row's last token never predicts it.
-    for start in (0, 7, 18):
+    for start in (0, 11, 18):
         assert labels[start] == IGNORE_INDEX
-    assert real_token_count(batch) == 23
+    assert real_token_count(batch, PAD) == 23
+
+
+def test_packing_fills_short_rows_and_pads_the_rest_as_a_block_of_its_own(tiny_tokenizer):
+    rows = _rows(tiny_tokenizer, [5, 9, 3], completion_length=2)  # 7, 11 and 5 tokens
+    batch = PackingCollator(PAD, row_tokens=16)(rows)
+
+    # 11 + 5 fill the first packed row; 7 waits in the second, padded to 16.
+    assert batch["input_ids"].shape == (2, 16)
+    assert batch["input_ids"][0].tolist() == rows[1]["input_ids"] + rows[2]["input_ids"]
+    assert batch["position_ids"][1].tolist() == [*range(7), *range(9)]
+    assert batch["input_ids"][1, 7:].eq(PAD).all() and batch["labels"][1, 7:].eq(-100).all()
+    assert real_token_count(batch, PAD) == 23
 
 
 def test_packing_keeps_only_the_answer_letter_when_asked(tiny_tokenizer):
     rows = _rows(tiny_tokenizer, [5, 9], completion_length=3)
-    batch = PackingCollator(loss_on="answer_letter")(rows)
-    assert batch["position_ids"].tolist() == [[*range(6), *range(10)]]
+    batch = PackingCollator(PAD, loss_on="answer_letter")(rows)
+    assert batch["position_ids"].tolist() == [[*range(10), *range(6)]]
     labelled = (batch["labels"][0] != IGNORE_INDEX).nonzero().flatten().tolist()
-    assert labelled == [5, 15]
-    assert batch["labels"][0, 5] == rows[0]["input_ids"][5]
+    assert labelled == [9, 15]
+    assert batch["labels"][0, 15] == rows[0]["input_ids"][5]
 
 
 def test_seed_collation_pads_every_row_to_512(tiny_tokenizer):
@@ -75,7 +90,7 @@ def test_seed_collation_pads_every_row_to_512(tiny_tokenizer):
         _rows(tiny_tokenizer, [5, 9])
     )
     assert batch["input_ids"].shape == (2, 512)
-    assert real_token_count(batch) == 8 + 12
+    assert real_token_count(batch, PAD) == 8 + 12
 
 
 def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -90,7 +105,9 @@ def test_packed_loss_and_gradients_match_the_plain_padded_eager_forward(
     # Rows longer than the tiny model's sliding window (32) exercise it inside packed rows.
     rows = _rows(tiny_tokenizer, [40, 7, 25, 50, 3], completion_length=4)
     padded = CompletionCollator(tiny_tokenizer.pad_token_id, pad_to=64)(rows)
-    packed = PackingCollator()(rows)
+    # Packed rows of 64: several of them, one with a padded tail.
+    packed = PackingCollator(PAD, row_tokens=64)(rows)
+    assert packed["input_ids"].shape[0] > 1 and packed["input_ids"].eq(PAD).any()
     parameters = [p for p in model.parameters() if p.requires_grad]
 
     plain = model(**padded, use_cache=False).loss  # full logits, padded eager: the reference
@@ -111,7 +128,7 @@ def test_packed_rows_do_not_see_each_other(tiny_model_dir, tiny_tokenizer):
     other_first = _rows(tiny_tokenizer, [12], seed=1)[0]
 
     def second_row_logits(rows):
-        batch = PackingCollator()(rows)
+        batch = PackingCollator(PAD)(rows)
         # Without a cache, as in training: transformers reads packed rows from position_ids only
         # when there is neither an attention mask nor a cache.
         logits = model(
@@ -155,9 +172,7 @@ def test_both_recipes_give_the_trainer_the_same_loss(tmp_path, tiny_model_dir, t
     losses = {}
     for recipe in ("seed", "packed"):
         trainer, setup = build_trainer(data, _params(tmp_path, recipe=recipe), model_params)
-        # Packed rows run flex attention on CUDA; the seed recipe and the CPU stay eager.
-        on_cuda = recipe == "packed" and torch.cuda.is_available()
-        assert setup["setup"]["attention"] == ("flex_attention" if on_cuda else "eager")
+        assert setup["setup"]["attention"] == "eager"  # keeps Gemma-2's attention softcap
         collator = trainer.data_collator
         assert isinstance(collator, PackingCollator if recipe == "packed" else CompletionCollator)
         micro_batch = trainer.args.per_device_train_batch_size

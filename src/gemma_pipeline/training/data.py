@@ -56,36 +56,69 @@ class CompletionCollator:
         return {"input_ids": batch_ids, "attention_mask": attention, "labels": batch_labels}
 
 
+#: Tokens per packed row: twice the seed's max_length, so any row fits. Eager attention is dense
+#: within a packed row, so short packed rows keep the wasted (masked) attention small.
+PACKED_ROW_TOKENS = 1024
+
+
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices of rows grouped into packed rows of at most ``capacity`` tokens (first fit,
+    longest first; a longer row gets a packed row of its own)."""
+    packed: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((k for k, free in enumerate(room) if free >= lengths[index]), None)
+        if slot is None:
+            packed.append([])
+            room.append(max(capacity, lengths[index]))
+            slot = len(packed) - 1
+        packed[slot].append(index)
+        room[slot] -= lengths[index]
+    return packed
+
+
 @dataclass
 class PackingCollator:
-    """Joins a batch's rows into one row with no padding at all.
+    """Joins a batch's rows into a few packed rows of up to ``PACKED_ROW_TOKENS`` tokens.
 
     ``position_ids`` restart at 0 for every row and there is no ``attention_mask``: from that,
-    transformers builds a block-diagonal causal mask (eager, flex attention), so no token
-    attends to another row. The label of each row's first token is ignored, so no row is ever
-    the target of the previous row's last token.
+    transformers builds a block-diagonal causal mask, so no token attends to another row. The
+    label of each row's first token is ignored, so no row is ever the target of the previous
+    row's last token. The short tail that evens out the packed rows is padding in a block of its
+    own, with no labels.
     """
 
+    pad_token_id: int
     loss_on: str = "completion"
+    row_tokens: int = PACKED_ROW_TOKENS
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        input_ids, labels, positions = [], [], []
-        for row_ids, row_labels in training_rows(features, self.loss_on):
-            input_ids += row_ids
-            labels += [IGNORE_INDEX, *row_labels[1:]]
-            positions += range(len(row_ids))
+        rows = training_rows(features, self.loss_on)
+        packed = pack_rows([len(ids) for ids, _ in rows], self.row_tokens)
+        width = max(sum(len(rows[i][0]) for i in group) for group in packed)
+        batch_ids, batch_labels, batch_positions = [], [], []
+        for group in packed:
+            input_ids, labels, positions = [], [], []
+            for row_ids, row_labels in (rows[i] for i in group):
+                input_ids += row_ids
+                labels += [IGNORE_INDEX, *row_labels[1:]]
+                positions += range(len(row_ids))
+            pad = width - len(input_ids)
+            batch_ids.append(input_ids + [self.pad_token_id] * pad)
+            batch_labels.append(labels + [IGNORE_INDEX] * pad)
+            batch_positions.append(positions + list(range(pad)))
         return {
-            "input_ids": torch.tensor([input_ids]),
-            "position_ids": torch.tensor([positions]),
-            "labels": torch.tensor([labels]),
+            "input_ids": torch.tensor(batch_ids),
+            "position_ids": torch.tensor(batch_positions),
+            "labels": torch.tensor(batch_labels),
         }
 
 
-def real_token_count(batch: dict[str, torch.Tensor]) -> int:
-    """Non-pad tokens in a collated batch (a packed batch has no padding)."""
+def real_token_count(batch: dict[str, torch.Tensor], pad_token_id: int) -> int:
+    """Non-pad tokens in a collated batch, padded or packed."""
     if "attention_mask" in batch:
         return int(batch["attention_mask"].sum())
-    return batch["input_ids"].numel()
+    return int((batch["input_ids"] != pad_token_id).sum())
 
 
 class GroupShuffleSampler(Sampler[int]):

@@ -14,7 +14,7 @@ from peft import LoraConfig
 from transformers import BitsAndBytesConfig
 from trl import SFTConfig
 
-from gemma_pipeline.config import ModelParams, QuantizationParams, TrainQloraParams
+from gemma_pipeline.config import QuantizationParams, TrainQloraParams
 from gemma_pipeline.modeling.loading import parse_dtype
 
 from .data import CompletionCollator, PackingCollator
@@ -78,17 +78,7 @@ def get_collator(
 ) -> CompletionCollator | PackingCollator:
     if params.recipe == "seed":
         return CompletionCollator(pad_token_id, loss_on=params.loss_on, pad_to=SEED_PAD_TO)
-    return PackingCollator(loss_on=params.loss_on)
-
-
-def attention_implementation(
-    params: TrainQloraParams, model_params: ModelParams, device: str
-) -> str:
-    """Flex attention for packed rows on CUDA: it skips the blocks between packed rows and
-    applies Gemma-2's attention softcap. Elsewhere the model's own (eager: dense, but exact)."""
-    if params.recipe == "packed" and device == "cuda":
-        return "flex_attention"
-    return model_params.attn_implementation
+    return PackingCollator(pad_token_id, loss_on=params.loss_on)
 
 
 def get_peft_config(params: TrainQloraParams) -> LoraConfig:

@@ -17,7 +17,6 @@ from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 
 from .recipe import (
-    attention_implementation,
     describe,
     get_collator,
     get_peft_config,
@@ -49,11 +48,8 @@ def build_trainer(
         train_dataset = train_dataset.select(range(min(params.max_train_rows, len(train_dataset))))
     device = training_device()
     quantization = get_quantization_config(params.quantization)
-    attention = attention_implementation(params, model_params, device)
     tokenizer = tokenizer_from_params(model_params)
-    model = model_from_params(
-        model_params.model_copy(update={"attn_implementation": attention}), quantization
-    )
+    model = model_from_params(model_params, quantization)
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint
@@ -86,7 +82,7 @@ def build_trainer(
         "checkpoint_dir": str(output_dir),
         "resumed_from": resume_from,
         "train_rows": len(train_dataset),
-        "setup": describe(params, quantization, device, attention),
+        "setup": describe(params, quantization, device, model_params.attn_implementation),
     }
     return trainer, setup
 
