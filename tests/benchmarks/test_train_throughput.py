@@ -30,7 +30,7 @@ def test_rows_follow_the_length_mix(bench):
 
 
 def test_the_equality_check_passes_on_the_tiny_model(bench):
-    result = bench.check_packed_matches_padded(tiny=True, dtype=bench.torch.float32)
+    result = bench.check_packed_matches_padded(tiny=True)
     assert result["loss_relative_error"] < 1e-5
     assert result["max_grad_relative_error"] < 1e-4
 
