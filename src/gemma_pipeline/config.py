@@ -167,10 +167,16 @@ class LoraParams(StrictModel):
 
 class TrainQloraParams(StrictModel):
     seed: int = 42
+    # packed: each micro-batch's rows packed into rows of up to 1024 tokens, attention kept
+    # inside each row (block-diagonal mask), logits only where the loss is. seed: the seed's
+    # recipe, kept for comparison: micro-batches of 4 rows, each padded to 512, logits at every
+    # position. Same examples per optimizer step, same attention (Gemma-2's softcaps kept).
+    recipe: Literal["packed", "seed"] = "packed"
     quantization: QuantizationParams = QuantizationParams()
     lora: LoraParams = LoraParams()
-    per_device_train_batch_size: int = Field(default=4, gt=0)
-    gradient_accumulation_steps: int = Field(default=8, gt=0)
+    # Examples per optimizer step = per_device_train_batch_size × gradient_accumulation_steps.
+    per_device_train_batch_size: int = Field(default=32, gt=0)
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
     learning_rate: float = Field(default=2e-4, gt=0)
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = Field(default=0.03, ge=0)  # below 1: a fraction of all steps
@@ -196,6 +202,20 @@ class TrainQloraParams(StrictModel):
     max_train_rows: int | None = Field(default=None, gt=0)
     # Train only on these tasks' rows (null: all). Evaluation still scores every task.
     tasks: list[Task] | None = None
+
+    @property
+    def examples_per_step(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    @model_validator(mode="after")
+    def _seed_recipe_splits_the_step(self) -> TrainQloraParams:
+        if self.recipe == "seed" and self.examples_per_step % 4:
+            raise ValueError(
+                "recipe 'seed' trains in micro-batches of 4: examples per step "
+                f"(per_device_train_batch_size × gradient_accumulation_steps = "
+                f"{self.examples_per_step}) must be a multiple of 4"
+            )
+        return self
 
 
 # --- evaluate ---------------------------------------------------------------------------------

@@ -17,7 +17,13 @@ from trl import SFTConfig
 from gemma_pipeline.config import QuantizationParams, TrainQloraParams
 from gemma_pipeline.modeling.loading import parse_dtype
 
+from .data import CompletionCollator, PackingCollator
+
 logger = logging.getLogger(__name__)
+
+#: The seed's recipe (``recipe: seed``): micro-batches of 4 rows, every row padded to 512.
+SEED_MICRO_BATCH = 4
+SEED_PAD_TO = 512
 
 
 @cache
@@ -60,6 +66,21 @@ def get_quantization_config(params: QuantizationParams) -> BitsAndBytesConfig | 
     )
 
 
+def micro_batching(params: TrainQloraParams) -> tuple[int, int]:
+    """(rows per micro-batch, micro-batches per optimizer step) of the recipe."""
+    if params.recipe == "seed":
+        return SEED_MICRO_BATCH, params.examples_per_step // SEED_MICRO_BATCH
+    return params.per_device_train_batch_size, params.gradient_accumulation_steps
+
+
+def get_collator(
+    params: TrainQloraParams, pad_token_id: int
+) -> CompletionCollator | PackingCollator:
+    if params.recipe == "seed":
+        return CompletionCollator(pad_token_id, loss_on=params.loss_on, pad_to=SEED_PAD_TO)
+    return PackingCollator(pad_token_id, loss_on=params.loss_on)
+
+
 def get_peft_config(params: TrainQloraParams) -> LoraConfig:
     return LoraConfig(
         r=params.lora.r,
@@ -80,6 +101,7 @@ def run_fingerprint(params: TrainQloraParams, model_name: str, data_fingerprint:
 
 def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[str]) -> SFTConfig:
     on_gpu = training_device() == "cuda"
+    micro_batch, accumulation = micro_batching(params)
     optim = params.optim
     if not on_gpu and "8bit" in optim:
         # paged/8-bit optimizers are CUDA kernels; the CPU falls back to the same AdamW in 32 bit.
@@ -89,8 +111,8 @@ def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[s
         output_dir=str(output_dir),
         seed=params.seed,
         data_seed=params.seed,
-        per_device_train_batch_size=params.per_device_train_batch_size,
-        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        per_device_train_batch_size=micro_batch,
+        gradient_accumulation_steps=accumulation,
         learning_rate=params.learning_rate,
         lr_scheduler_type=params.lr_scheduler_type,
         warmup_steps=params.warmup_steps,
@@ -115,10 +137,16 @@ def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[s
     )
 
 
-def describe(params: TrainQloraParams, quantization: Any, device: str) -> dict[str, Any]:
+def describe(
+    params: TrainQloraParams, quantization: Any, device: str, attention: str
+) -> dict[str, Any]:
     """The settings a run actually used, for the metrics JSON and the report."""
+    micro_batch, accumulation = micro_batching(params)
     return {
         "device": device,
+        "attention": attention,
+        "micro_batch": micro_batch,
+        "gradient_accumulation_steps": accumulation,
         "quantization": quantization.to_dict() if quantization is not None else None,
         "params": params.model_dump(),
     }

@@ -16,9 +16,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 
-from .data import CompletionCollator
 from .recipe import (
     describe,
+    get_collator,
     get_peft_config,
     get_quantization_config,
     get_sft_config,
@@ -30,13 +30,14 @@ from .trainer import QLoRASFTTrainer
 logger = logging.getLogger(__name__)
 
 
-def train_adapter(
+def build_trainer(
     train_dataset: Dataset,
     params: TrainQloraParams,
     model_params: ModelParams,
     report_to: list[str] | None = None,
-) -> tuple[PeftModel, dict[str, Any]]:
-    """Train a LoRA adapter on ``train_dataset`` (tokenized rows) and return it with its history."""
+) -> tuple[QLoRASFTTrainer, dict[str, Any]]:
+    """The trainer for ``train_dataset`` (tokenized rows), and what the run's history records
+    about its setup. The benchmark times this same trainer."""
     set_seed(params.seed)
     if params.tasks is not None:
         wanted = set(params.tasks)
@@ -70,24 +71,39 @@ def train_adapter(
         model=model,
         args=get_sft_config(params, output_dir, report_to or []),
         train_dataset=train_dataset,
-        data_collator=CompletionCollator(tokenizer.pad_token_id, loss_on=params.loss_on),
+        data_collator=get_collator(params, tokenizer.pad_token_id),
         processing_class=tokenizer,
         peft_config=get_peft_config(params),
         group_ids=group_ids,
+        recipe=params.recipe,
     )
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    history = {
+    setup = {
         "fingerprint": fingerprint,
         "checkpoint_dir": str(output_dir),
         "resumed_from": resume_from,
         "train_rows": len(train_dataset),
+        "setup": describe(params, quantization, device, model_params.attn_implementation),
+    }
+    return trainer, setup
+
+
+def train_adapter(
+    train_dataset: Dataset,
+    params: TrainQloraParams,
+    model_params: ModelParams,
+    report_to: list[str] | None = None,
+) -> tuple[PeftModel, dict[str, Any]]:
+    """Train a LoRA adapter on ``train_dataset`` (tokenized rows) and return it with its history."""
+    trainer, setup = build_trainer(train_dataset, params, model_params, report_to)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=setup["resumed_from"])
+    history = {
+        **setup,
         "global_steps": result.global_step,
         "final_train_loss": result.training_loss,
         "wall_seconds": time.perf_counter() - started,
         "metrics": result.metrics,
         "log_history": trainer.state.log_history,
-        "setup": describe(params, quantization, device),
         "trainable_parameters": sum(
             p.numel() for p in trainer.model.parameters() if p.requires_grad
         ),

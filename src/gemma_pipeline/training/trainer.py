@@ -1,5 +1,5 @@
-"""TRL's SFTTrainer with the two things this project needs on top: logits only where the loss
-is, on every device, and batches that keep a question's rotated copies together."""
+"""TRL's SFTTrainer with what this project needs on top: logits only where the loss is, on every
+device, packed rows, and batches that keep a question's rotated copies together."""
 
 from __future__ import annotations
 
@@ -17,18 +17,24 @@ from .data import IGNORE_INDEX, GroupShuffleSampler
 def selective_causal_lm_loss(
     model: PreTrainedModel | PeftModel,
     input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     labels: torch.Tensor,
     num_items_in_batch: int | torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Causal-LM cross-entropy that projects only labelled positions through the LM head.
 
     Gemma's head (256k-262k vocabulary) is most of a small model's compute; with loss on a few
     completion tokens, projecting every position wastes it. TRL's fused head does the same but
     only compacts on CUDA/XPU. Final-logit softcapping is applied exactly as the model does.
+    Packed rows come with ``position_ids`` and no ``attention_mask`` (see ``PackingCollator``).
     """
     hidden = run_backbone(
-        model, input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        model,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
     ).last_hidden_state
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
@@ -39,10 +45,17 @@ def selective_causal_lm_loss(
 
 
 class QLoRASFTTrainer(SFTTrainer):
-    """SFTTrainer whose loss projects only labelled positions and whose sampler keeps groups."""
+    """SFTTrainer whose loss projects only labelled positions and whose sampler keeps groups.
 
-    def __init__(self, *args, group_ids: list[str] | None = None, **kwargs) -> None:
+    ``recipe="seed"`` keeps the seed's loss for comparison: the model's own forward, with
+    logits over the whole vocabulary at every position, pads included.
+    """
+
+    def __init__(
+        self, *args, group_ids: list[str] | None = None, recipe: str = "packed", **kwargs
+    ) -> None:
         self._group_ids = group_ids
+        self._recipe = recipe
         super().__init__(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset=None):
@@ -51,13 +64,17 @@ class QLoRASFTTrainer(SFTTrainer):
         return GroupShuffleSampler(self._group_ids, seed=self.args.data_seed or self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = selective_causal_lm_loss(
-            model,
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["labels"],
-            num_items_in_batch=num_items_in_batch,
-        )
+        if self._recipe == "seed":
+            loss = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch).loss
+        else:
+            loss = selective_causal_lm_loss(
+                model,
+                inputs["input_ids"],
+                inputs.get("attention_mask"),
+                inputs["labels"],
+                num_items_in_batch=num_items_in_batch,
+                position_ids=inputs.get("position_ids"),
+            )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return (loss, None) if return_outputs else loss
