@@ -38,6 +38,7 @@ from gemma_pipeline.training.data import (
     PackingCollator,
     real_token_count,
 )
+from gemma_pipeline.training.kernels import apply_fused_kernels
 from gemma_pipeline.training.run import build_trainer
 from gemma_pipeline.training.trainer import selective_causal_lm_loss
 
@@ -276,6 +277,8 @@ def check_packed_matches_padded(tiny: bool) -> dict[str, Any]:
 
     expected = reference(**padded, use_cache=False).loss
     expected_grads = torch.autograd.grad(expected, list(reference.parameters()))
+    # After the reference: Liger's RoPE patch is module-wide and would reach it too.
+    fused = _cuda() and apply_fused_kernels(packed_model)
     got = selective_causal_lm_loss(
         packed_model,
         packed["input_ids"],
@@ -287,6 +290,7 @@ def check_packed_matches_padded(tiny: bool) -> dict[str, Any]:
     errors = [_relative_error(g, e) for g, e in zip(got_grads, expected_grads, strict=True)]
     result = {
         "attention": packed_model.config._attn_implementation,
+        "fused_kernels": fused,
         "dtype": "float32",
         "reference": "padded eager float32, logits at every position",
         "loss": got.item(),

@@ -16,6 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 
+from .kernels import apply_fused_kernels
 from .recipe import (
     describe,
     get_collator,
@@ -50,6 +51,7 @@ def build_trainer(
     quantization = get_quantization_config(params.quantization)
     tokenizer = tokenizer_from_params(model_params)
     model = model_from_params(model_params, quantization)
+    fused = params.recipe == "packed" and device == "cuda" and apply_fused_kernels(model)
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint
@@ -82,7 +84,8 @@ def build_trainer(
         "checkpoint_dir": str(output_dir),
         "resumed_from": resume_from,
         "train_rows": len(train_dataset),
-        "setup": describe(params, quantization, device, model_params.attn_implementation),
+        "setup": describe(params, quantization, device, model_params.attn_implementation)
+        | {"fused_kernels": fused},
     }
     return trainer, setup
 
