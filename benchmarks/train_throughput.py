@@ -38,7 +38,11 @@ from gemma_pipeline.training.data import (
     PackingCollator,
     real_token_count,
 )
-from gemma_pipeline.training.kernels import apply_fused_kernels
+from gemma_pipeline.training.kernels import (
+    PACKED_ATTENTION,
+    allow_shape_changes,
+    apply_fused_kernels,
+)
 from gemma_pipeline.training.run import build_trainer
 from gemma_pipeline.training.trainer import selective_causal_lm_loss
 
@@ -279,6 +283,9 @@ def check_packed_matches_padded(tiny: bool) -> dict[str, Any]:
     expected_grads = torch.autograd.grad(expected, list(reference.parameters()))
     # After the reference: Liger's RoPE patch is module-wide and would reach it too.
     fused = _cuda() and apply_fused_kernels(packed_model)
+    if _cuda():  # the packed recipe's attention on the GPU
+        allow_shape_changes()
+        packed_model.set_attn_implementation(PACKED_ATTENTION)
     got = selective_causal_lm_loss(
         packed_model,
         packed["input_ids"],
@@ -323,6 +330,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per recipe")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiles)")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a CPU smoke test")
+    parser.add_argument("--recipe-timeout", type=float, default=None, help="seconds per recipe")
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
     parser.add_argument(
         "--worker", nargs=2, metavar=("RECIPE", "MODEL_DIR"), help=argparse.SUPPRESS
@@ -351,7 +359,14 @@ def main() -> None:
         for recipe in args.recipes:
             command = [sys.executable, __file__, "--steps", str(args.steps)]
             command += ["--warmup", str(args.warmup), "--worker", recipe, folder]
-            done = subprocess.run(command, capture_output=True, text=True)
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=args.recipe_timeout
+                )
+            except subprocess.TimeoutExpired:
+                results["recipes"][recipe] = {"error": f"over {args.recipe_timeout} s"}
+                print(recipe, "timed out", flush=True)
+                continue
             if done.returncode != 0:
                 print(done.stderr[-6000:], file=sys.stderr)
                 results["recipes"][recipe] = {"error": done.stderr[-3000:]}
@@ -362,9 +377,13 @@ def main() -> None:
             results["recipes"][recipe] = measured
             print(recipe, {k: v for k, v in measured.items() if k != "setup"}, flush=True)
 
-    seed, packed = results["recipes"].get("seed", {}), results["recipes"].get("packed", {})
-    if "real_tokens_per_s" in seed and "real_tokens_per_s" in packed:
-        results["speedup_real_tokens"] = packed["real_tokens_per_s"] / seed["real_tokens_per_s"]
+    seed = results["recipes"].get("seed", {})
+    if "real_tokens_per_s" in seed:
+        results["speedup_real_tokens"] = {
+            name: measured["real_tokens_per_s"] / seed["real_tokens_per_s"]
+            for name, measured in results["recipes"].items()
+            if name != "seed" and "real_tokens_per_s" in measured
+        }
     if args.out:
         args.out.write_text(json.dumps(results, indent=2, default=str))
     print(table(results))
@@ -390,8 +409,8 @@ def table(results: dict[str, Any]) -> str:
             f"{'-' if reserved is None else f'{reserved:.2f}'} | {measured['mfu']:.1%} | "
             f"{measured['losses'][0]:.4f} / {measured['losses'][-1]:.4f} |"
         )
-    if "speedup_real_tokens" in results:
-        lines.append(f"packed / seed real tokens/s: {results['speedup_real_tokens']:.2f}x")
+    for name, ratio in results.get("speedup_real_tokens", {}).items():
+        lines.append(f"{name} / seed real tokens/s: {ratio:.2f}x")
     return "\n".join(lines)
 
 

@@ -1,9 +1,11 @@
-"""Fused GPU kernels for the packed recipe: Liger's RMSNorm, GeGLU MLP and RoPE.
+"""GPU kernels for the packed recipe: flex attention, and Liger's RMSNorm, GeGLU and RoPE.
 
-Gemma-2 runs four RMSNorms and a tanh-GeLU gate per layer, each a chain of float32 elementwise
-kernels over every token; under gradient checkpointing they run three times a step. Liger fuses
-each into one Triton kernel (same maths: Gemma's ``1 + weight`` scaling in float32, tanh GeLU).
-The attention (and its softcapping) and the LM head are left as they are.
+Flex attention computes only the blocks inside each packed example (transformers builds its
+block mask from the restarting ``position_ids``) and applies Gemma-2's attention softcap in the
+kernel, instead of a dense float32 score matrix per row. Gemma-2 also runs four RMSNorms and a
+tanh-GeLU gate per layer, each a chain of float32 elementwise kernels over every token, three
+times a step under gradient checkpointing; Liger fuses each into one Triton kernel (same maths:
+Gemma's ``1 + weight`` scaling in float32, tanh GeLU). The LM head is left to the loss.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import logging
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+#: The attention the packed recipe trains with on CUDA.
+PACKED_ATTENTION = "flex_attention"
 
 _PATCHES = {
     "gemma2": "apply_liger_kernel_to_gemma2",
@@ -40,3 +45,14 @@ def apply_fused_kernels(model: Any) -> bool:
     )
     logger.info("Liger kernels: RMSNorm, GeGLU and RoPE fused")
     return True
+
+
+def allow_shape_changes() -> None:
+    """Packed batches change shape every step; let compiled flex attention follow them.
+
+    The default limit (8 compilations per function) is reached within a few steps, after which
+    torch falls back to flex attention's slow reference path.
+    """
+    import torch
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)

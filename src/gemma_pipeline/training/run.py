@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 
-from .kernels import apply_fused_kernels
+from .kernels import PACKED_ATTENTION, allow_shape_changes, apply_fused_kernels
 from .recipe import (
     describe,
     get_collator,
@@ -50,8 +50,12 @@ def build_trainer(
     device = training_device()
     quantization = get_quantization_config(params.quantization)
     tokenizer = tokenizer_from_params(model_params)
+    packed_on_gpu = params.recipe == "packed" and device == "cuda"
+    if packed_on_gpu:
+        allow_shape_changes()
+        model_params = model_params.model_copy(update={"attn_implementation": PACKED_ATTENTION})
     model = model_from_params(model_params, quantization)
-    fused = params.recipe == "packed" and device == "cuda" and apply_fused_kernels(model)
+    fused = packed_on_gpu and apply_fused_kernels(model)
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint
