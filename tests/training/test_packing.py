@@ -183,3 +183,19 @@ def test_both_recipes_give_the_trainer_the_same_loss(tmp_path, tiny_model_dir, t
                 total += trainer.compute_loss(trainer.model, batch, num_items_in_batch=32).item()
         losses[recipe] = total
     assert losses["packed"] == pytest.approx(losses["seed"], rel=1e-4)
+
+
+def test_packed_width_rounds_up_to_whole_blocks():
+    from gemma_pipeline.training.data import PackingCollator
+
+    rows = [
+        {"input_ids": [2, 5, 6, 7], "labels": [-100, -100, 6, 7], "prompt_length": 2},
+        {"input_ids": [2, 8, 9], "labels": [-100, -100, 9], "prompt_length": 2},
+    ]
+    plain = PackingCollator(0)(rows)
+    blocks = PackingCollator(0, width_multiple=128)(rows)
+    assert plain["input_ids"].shape[1] == 7 and blocks["input_ids"].shape[1] == 128
+    # The tail is padding in a block of its own: no labels, positions restarting at 0.
+    assert (blocks["labels"][0, 7:] == -100).all()
+    assert blocks["position_ids"][0, 7:].tolist() == list(range(121))
+    assert blocks["input_ids"][0, :7].tolist() == plain["input_ids"][0].tolist()

@@ -91,11 +91,15 @@ class PackingCollator:
     pad_token_id: int
     loss_on: str = "completion"
     row_tokens: int = PACKED_ROW_TOKENS
+    # Width rounded up to a multiple of this: flex attention works in 128-token blocks, and few
+    # distinct shapes mean few recompilations of its kernels.
+    width_multiple: int = 1
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         rows = training_rows(features, self.loss_on)
         packed = pack_rows([len(ids) for ids, _ in rows], self.row_tokens)
         width = max(sum(len(rows[i][0]) for i in group) for group in packed)
+        width = -(-width // self.width_multiple) * self.width_multiple
         batch_ids, batch_labels, batch_positions = [], [], []
         for group in packed:
             input_ids, labels, positions = [], [], []

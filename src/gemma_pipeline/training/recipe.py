@@ -74,11 +74,11 @@ def micro_batching(params: TrainQloraParams) -> tuple[int, int]:
 
 
 def get_collator(
-    params: TrainQloraParams, pad_token_id: int
+    params: TrainQloraParams, pad_token_id: int, width_multiple: int = 1
 ) -> CompletionCollator | PackingCollator:
     if params.recipe == "seed":
         return CompletionCollator(pad_token_id, loss_on=params.loss_on, pad_to=SEED_PAD_TO)
-    return PackingCollator(pad_token_id, loss_on=params.loss_on)
+    return PackingCollator(pad_token_id, loss_on=params.loss_on, width_multiple=width_multiple)
 
 
 def get_peft_config(params: TrainQloraParams) -> LoraConfig:

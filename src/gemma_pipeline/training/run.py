@@ -77,7 +77,9 @@ def build_trainer(
         model=model,
         args=get_sft_config(params, output_dir, report_to or []),
         train_dataset=train_dataset,
-        data_collator=get_collator(params, tokenizer.pad_token_id),
+        data_collator=get_collator(
+            params, tokenizer.pad_token_id, width_multiple=128 if packed_on_gpu else 1
+        ),
         processing_class=tokenizer,
         peft_config=get_peft_config(params),
         group_ids=group_ids,
