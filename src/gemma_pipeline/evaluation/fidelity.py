@@ -80,7 +80,7 @@ def _lm_eval_means(results: dict, metric: str) -> tuple[float, int]:
     """Size-weighted mean of ``metric`` over lm-eval's tasks (MMLU: one task per subject)."""
     total = weight = 0.0
     for task, values in results["results"].items():
-        n = len(results["samples"][task])
+        n = len({sample["doc_id"] for sample in results["samples"][task]})  # one per filter
         total += values[metric] * n
         weight += n
     return total / weight, int(weight)
