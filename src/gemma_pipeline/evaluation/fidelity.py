@@ -95,9 +95,13 @@ def compare_with_lm_eval(
     rows = []
     for task, shots in COMPARED:
         theirs = run_tasks(
-            model, tokenizer, setup["configs"][task], batch_size=batch_size,
-            num_fewshot=shots if task == "mmlu" else None, log_samples=True,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            setup["configs"][task],
+            batch_size=batch_size,
+            num_fewshot=shots if task == "mmlu" else None,
+            log_samples=True,
+        )
         scores, _ = run_benchmark(model, tokenizer, questions, task, shots, "plain")
         ours = summarize(task, scores)
         for metric, their_key in METRICS[task].items():

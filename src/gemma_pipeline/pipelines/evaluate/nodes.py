@@ -193,8 +193,11 @@ def _lm_eval_passthrough(model: Any, tokenizer: Any, params: EvaluateParams) -> 
     for spec in params.lm_eval_tasks:
         config = task_config(spec.task, spec.data_files)
         results = run_tasks(
-            model, tokenizer, [config], batch_size=params.lm_eval_batch_size,
+            model,
+            tokenizer,
+            [config],
+            batch_size=params.lm_eval_batch_size,
             num_fewshot=spec.num_fewshot,
-        )  # fmt: skip
+        )
         folded |= fold_results(results)
     return folded
