@@ -148,11 +148,9 @@ def summarize(task: str, scores: pd.DataFrame) -> dict[str, Any]:
             f"exact_match,{name}": mean_and_stderr(scores[f"exact_match_{name}"])
             for name in gsm8k.FILTERS
         }
-    summary: dict[str, Any] = {
-        "acc": mean_and_stderr(scores["acc"]),
-        "acc_norm": mean_and_stderr(scores["acc_norm"]),
-    }
-    if task != "mmlu":
+    summary: dict[str, Any] = {"acc": mean_and_stderr(scores["acc"])}
+    if task == "mathqa":  # lm-eval's metrics: mathqa acc and acc_norm, mmlu acc
+        summary["acc_norm"] = mean_and_stderr(scores["acc_norm"])
         return summary
     subjects = {
         subject: mean_and_stderr(rows["acc"])
@@ -166,7 +164,11 @@ def summarize(task: str, scores: pd.DataFrame) -> dict[str, Any]:
             "stderr": pooled_stderr(parts),
             "n": sum(p["n"] for p in parts),
         }
-    summary["acc_micro"] = {**summary["acc"], "stderr": pooled_stderr(list(subjects.values()))}
+    # acc is the micro average (every question once); lm-eval gives it the pooled standard error
+    # (undefined when a subject has one question: then the plain one stays).
+    pooled = pooled_stderr(list(subjects.values()))
+    if pooled is not None:
+        summary["acc"]["stderr"] = pooled
     summary["acc_macro"] = {
         "value": float(np.mean([m["value"] for m in subjects.values()])),
         # The mean of independent subject means: its SE from theirs.
