@@ -118,3 +118,14 @@ def test_batched_generation_equals_one_at_a_time_greedy(tiny_model, tiny_tokeniz
     outputs = generate_until(tiny_model, tiny_tokenizer, requests, batch_size=3)
     for context, output in zip(contexts, outputs, strict=True):
         assert output == _greedy_one(tiny_model, tiny_tokenizer, context, 12, stops)
+
+
+def test_head_projection_in_chunks_gives_the_same_scores(tiny_model, tiny_tokenizer, monkeypatch):
+    from gemma_pipeline.evaluation import engine
+
+    requests = _requests()
+    whole = loglikelihood(tiny_model, tiny_tokenizer, requests)
+    monkeypatch.setattr(engine, "HEAD_CHUNK", 3)  # chunks end inside continuations
+    chunked = loglikelihood(tiny_model, tiny_tokenizer, requests)
+    assert [r.logprob for r in chunked] == pytest.approx([r.logprob for r in whole], abs=1e-5)
+    assert [r.is_greedy for r in chunked] == [r.is_greedy for r in whole]

@@ -25,6 +25,9 @@ from transformers import PreTrainedTokenizerBase
 
 from gemma_pipeline.modeling.heads import project_to_logits, run_backbone
 
+#: Positions projected through the LM head at once (x vocabulary x 4 bytes of float32 logits).
+HEAD_CHUNK = 256
+
 
 @dataclass(frozen=True)
 class LoglikelihoodRequest:
@@ -214,22 +217,37 @@ def _score_batch(
         inputs["use_cache"] = False
     hidden = run_backbone(model, attention_mask=mask.to(device), **inputs).last_hidden_state
 
-    # Every (row, position) whose next-token distribution is read, each projected once.
+    # Every (row, position) whose next-token distribution is read, each projected once; and
+    # every (position, target token) pair a request needs.
     positions: dict[tuple[int, int], int] = {}
+    pairs: list[tuple[int, int]] = []
     for b, row in enumerate(batch):
         for _, start, targets in row.targets:
-            for offset in range(len(targets)):
-                positions.setdefault((b, start + offset), len(positions))
-    rows_index = torch.tensor([b for b, _ in positions], device=device)
-    cols_index = torch.tensor([p for _, p in positions], device=device)
-    log_probs = torch.log_softmax(project_to_logits(model, hidden[rows_index, cols_index]), -1)
-    argmax = log_probs.argmax(-1).tolist()
-    for b, row in enumerate(batch):
-        for index, start, targets in row.targets:
-            slots = [positions[(b, start + offset)] for offset in range(len(targets))]
-            picked = log_probs[slots, targets]
-            logprobs[index] = float(picked.sum())
-            greedy[index] = all(argmax[s] == t for s, t in zip(slots, targets, strict=True))
+            for offset, token in enumerate(targets):
+                pairs.append((positions.setdefault((b, start + offset), len(positions)), token))
+    slots = torch.tensor([slot for slot, _ in pairs], device=device)
+    tokens = torch.tensor([token for _, token in pairs], device=device)
+    picked = torch.empty(len(pairs), device=device)
+    argmax = torch.empty(len(positions), dtype=torch.long, device=device)
+    selected = hidden[
+        torch.tensor([b for b, _ in positions], device=device),
+        torch.tensor([p for _, p in positions], device=device),
+    ]
+    # The vocabulary is large (256k): project a bounded number of positions at a time.
+    for first in range(0, len(positions), HEAD_CHUNK):
+        last = min(first + HEAD_CHUNK, len(positions))
+        log_probs = torch.log_softmax(project_to_logits(model, selected[first:last]), -1)
+        argmax[first:last] = log_probs.argmax(-1)
+        inside = (slots >= first) & (slots < last)
+        picked[inside] = log_probs[slots[inside] - first, tokens[inside]]
+    picked, greedy_pairs = picked.tolist(), (argmax[slots] == tokens).tolist()
+    cursor = 0
+    for row in batch:
+        for index, _, targets in row.targets:
+            span = slice(cursor, cursor + len(targets))
+            logprobs[index] = float(sum(picked[span]))
+            greedy[index] = all(greedy_pairs[span])
+            cursor += len(targets)
 
 
 def cut_at_stop_sequences(text: str, until: Sequence[str]) -> str:
