@@ -66,10 +66,9 @@ class Encoder:
     def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []
-        with_bos = [t for t in texts if self.bos and t.startswith(self.bos)]
-        if not with_bos:
-            return self.tokenizer(list(texts))["input_ids"]
-        return [self.encode(text) for text in texts]
+        if self.bos and any(text.startswith(self.bos) for text in texts):
+            return [self.encode(text) for text in texts]
+        return self.tokenizer(list(texts))["input_ids"]  # one batched (parallel) call
 
     def encode(self, text: str) -> list[int]:
         add_special = not (self.bos and text.startswith(self.bos))

@@ -130,6 +130,20 @@ def _read_and_normalize(
     return questions, rejected_parts, counts
 
 
+def _log_counts(label: str, counts: dict[str, dict[str, dict[str, int]]]) -> None:
+    for name, splits in counts.items():
+        for split, count in splits.items():
+            logger.info(
+                "%s %s/%s: %d read, %d accepted, %d rejected",
+                label,
+                name,
+                split,
+                count["read"],
+                count["accepted"],
+                count["rejected"],
+            )
+
+
 def ingest_benchmarks(ingest_params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Load the evaluation benchmarks (test rows and few-shot pools) into the question schema.
 
@@ -143,16 +157,7 @@ def ingest_benchmarks(ingest_params: dict[str, Any]) -> tuple[pd.DataFrame, pd.D
     questions, rejected_parts, counts = _read_and_normalize(
         params.benchmarks, params.sample_seed, keep_duplicates=True
     )
-    for name, splits in counts.items():
-        for split, count in splits.items():
-            logger.info(
-                "benchmark %s/%s: %d read, %d accepted, %d rejected",
-                name,
-                split,
-                count["read"],
-                count["accepted"],
-                count["rejected"],
-            )
+    _log_counts("benchmark", counts)
     rejected = pd.concat(rejected_parts, ignore_index=True)[REJECT_COLUMNS].astype(str)
     return questions, rejected
 
@@ -175,16 +180,7 @@ def ingest_sources(
     rejected_rows = pd.concat([*rejected_parts, leaked], ignore_index=True)[REJECT_COLUMNS]
     rejected_rows = rejected_rows.astype(str)
 
-    for name, splits in counts.items():
-        for split, count in splits.items():
-            logger.info(
-                "ingest %s/%s: %d read, %d accepted, %d rejected",
-                name,
-                split,
-                count["read"],
-                count["accepted"],
-                count["rejected"],
-            )
+    _log_counts("ingest", counts)
     summary = {
         "counts": counts,
         "rejected_by_reason": _reason_counts(rejected_rows),
