@@ -27,7 +27,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
 
-from gemma_pipeline.evaluation.benchmarks import run_benchmark, task_docs
+from gemma_pipeline.evaluation.benchmarks import score_benchmark, task_docs
 from gemma_pipeline.evaluation.tasks.mmlu import CATEGORIES
 from gemma_pipeline.sources import normalize
 
@@ -188,11 +188,14 @@ def main() -> None:
     def ours(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, float]:
         if device == "cuda":
             torch.cuda.synchronize()
-        scores, seconds = run_benchmark(
+        started = time.perf_counter()
+        scores = score_benchmark(
             model, tokenizer, frame, "mmlu", 5, "plain",
             max_batch_tokens=args.max_batch_tokens, label=label,
         )  # fmt: skip
-        return scores, seconds
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return scores, time.perf_counter() - started
 
     ours(questions[questions["subject"].isin(["anatomy", "astronomy"])], "warm-up")
     scores, seconds = ours(questions, "full")

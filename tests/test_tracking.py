@@ -1,7 +1,8 @@
-"""Redaction, W&B mode resolution, run metadata and the tracking hooks (no network)."""
+"""W&B: key and mode resolution, what is logged, and the tracking hooks (no network)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -17,14 +18,12 @@ from kedro.runner import SequentialRunner
 
 from gemma_pipeline.hooks import RunMetadataHook, WandbTrackingHook
 from gemma_pipeline.pipelines.report import create_pipeline as create_report_pipeline
+from gemma_pipeline.redaction import REDACTED
 from gemma_pipeline.tracking import (
-    REDACTED,
     api_key_from,
-    flatten_eval_metrics,
-    git_state,
-    redact,
+    flatten_benchmark_metrics,
+    flatten_heldout_metrics,
     resolve_mode,
-    run_metadata,
     train_summary,
 )
 
@@ -35,6 +34,88 @@ RUN_ID = "2026-03-04T05.06.07.890Z"
 
 def _load(name: str) -> dict[str, Any]:
     return json.loads((DATA / f"{name}.json").read_text())
+
+
+def _record(
+    task: str,
+    shots: int | None,
+    style: str,
+    model: str,
+    metric: str,
+    value: float | None,
+    stderr: float | None,
+    n: int | None,
+    level: str = "task",
+    group: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "task": task,
+        "shots": shots,
+        "style": style,
+        "model": model,
+        "metric": metric,
+        "level": level,
+        "group": group,
+        "value": value,
+        "stderr": stderr,
+        "n": n,
+    }
+
+
+# A benchmark_metrics.json in the records layout: every level, a null value, a null stderr,
+# an lm-eval task with its default shots.
+MMLU_BASE = _record("mmlu", 0, "plain", "base", "acc", 0.25, 0.043, 100)
+MMLU_TUNED = _record("mmlu", 0, "plain", "finetuned", "acc", 0.55, 0.05, 100)
+STEM_BASE = _record("mmlu", 0, "plain", "base", "acc", 0.2, 0.05, 60, "category", "stem")
+STEM_TUNED = _record("mmlu", 0, "plain", "finetuned", "acc", 0.5, 0.06, 60, "category", "stem")
+ANATOMY_BASE = _record("mmlu", 0, "plain", "base", "acc", 0.3, 0.1, 10, "subject", "anatomy")
+ANATOMY_TUNED = _record("mmlu", 0, "plain", "finetuned", "acc", 0.6, None, 10, "subject", "anatomy")
+GSM8K_BASE = _record("gsm8k", 5, "chat", "base", "exact_match,strict-match", 0.05, 0.05, 20)
+GSM8K_TUNED = _record("gsm8k", 5, "chat", "finetuned", "exact_match,strict-match", None, None, 20)
+ARC_BASE = _record("arc_easy", None, "lm-eval", "base", "acc,none", 0.31, 0.02, None)
+ARC_TUNED = _record("arc_easy", None, "lm-eval", "finetuned", "acc,none", 0.36, 0.021, None)
+BENCHMARK_METRICS = {
+    "base_model": "embedded:gemma3-270m",
+    "adapter": "data/06_models/adapter/x/adapter",
+    "prompt_styles": {"plain": "lm-eval's own prompt text", "chat": "the training templates"},
+    "runs": [
+        {"task": "mmlu", "shots": 0, "style": "plain"},
+        {"task": "gsm8k", "shots": 5, "style": "chat"},
+        {"task": "arc_easy", "shots": None, "style": "lm-eval"},
+    ],
+    "records": [
+        MMLU_BASE,
+        STEM_BASE,
+        ANATOMY_BASE,
+        MMLU_TUNED,
+        STEM_TUNED,
+        ANATOMY_TUNED,
+        GSM8K_BASE,
+        GSM8K_TUNED,
+        ARC_BASE,
+        ARC_TUNED,
+    ],
+}
+# What W&B should get for it, key by key, with the values read off the records.
+BENCHMARK_SCALARS = {
+    "benchmark/mmlu/0-shot/plain/acc/base": MMLU_BASE["value"],
+    "benchmark/mmlu/0-shot/plain/acc/base_stderr": MMLU_BASE["stderr"],
+    "benchmark/mmlu/0-shot/plain/acc/finetuned": MMLU_TUNED["value"],
+    "benchmark/mmlu/0-shot/plain/acc/finetuned_stderr": MMLU_TUNED["stderr"],
+    "benchmark/mmlu/0-shot/plain/acc/category/stem/base": STEM_BASE["value"],
+    "benchmark/mmlu/0-shot/plain/acc/category/stem/base_stderr": STEM_BASE["stderr"],
+    "benchmark/mmlu/0-shot/plain/acc/category/stem/finetuned": STEM_TUNED["value"],
+    "benchmark/mmlu/0-shot/plain/acc/category/stem/finetuned_stderr": STEM_TUNED["stderr"],
+    "benchmark/mmlu/0-shot/plain/acc/subject/anatomy/base": ANATOMY_BASE["value"],
+    "benchmark/mmlu/0-shot/plain/acc/subject/anatomy/base_stderr": ANATOMY_BASE["stderr"],
+    "benchmark/mmlu/0-shot/plain/acc/subject/anatomy/finetuned": ANATOMY_TUNED["value"],
+    "benchmark/gsm8k/5-shot/chat/exact_match,strict-match/base": GSM8K_BASE["value"],
+    "benchmark/gsm8k/5-shot/chat/exact_match,strict-match/base_stderr": GSM8K_BASE["stderr"],
+    "benchmark/arc_easy/default-shot/lm-eval/acc,none/base": ARC_BASE["value"],
+    "benchmark/arc_easy/default-shot/lm-eval/acc,none/base_stderr": ARC_BASE["stderr"],
+    "benchmark/arc_easy/default-shot/lm-eval/acc,none/finetuned": ARC_TUNED["value"],
+    "benchmark/arc_easy/default-shot/lm-eval/acc,none/finetuned_stderr": ARC_TUNED["stderr"],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -56,33 +137,6 @@ def wandb_home(tmp_path, monkeypatch):
 
 
 # --- pure helpers -----------------------------------------------------------------------------
-
-
-def test_redact_replaces_credentials_at_any_depth_and_keeps_the_rest():
-    params = {
-        "API_KEY": SECRET,
-        "model": {"name_or_path": "g", "hubToken": SECRET, "dtype": "bfloat16"},
-        "sources": [{"password": SECRET, "path": "x"}, {"client_secret": [SECRET, SECRET]}],
-        # A section whose name contains "token" keeps its numbers; its strings are redacted.
-        "tokenize": {"max_length": 512, "padding_side": "right"},
-        "hf_token": {"value": SECRET},
-        "url": f"https://user:{SECRET}@example.com",
-    }
-    redacted = redact(params, secrets=[SECRET])
-    assert redacted == {
-        "API_KEY": REDACTED,
-        "model": {"name_or_path": "g", "hubToken": REDACTED, "dtype": "bfloat16"},
-        "sources": [{"password": REDACTED, "path": "x"}, {"client_secret": REDACTED}],
-        "tokenize": {"max_length": 512, "padding_side": REDACTED},
-        "hf_token": {"value": REDACTED},
-        "url": f"https://user:{REDACTED}@example.com",
-    }
-    assert params["API_KEY"] == SECRET  # a copy: the input is untouched
-    # Names that are not parameters (dataset names such as "tokenized") keep their values.
-    assert redact({"tokenized": "v1", "x": SECRET}, [SECRET], by_name=False) == {
-        "tokenized": "v1",
-        "x": REDACTED,
-    }
 
 
 @pytest.mark.parametrize(
@@ -120,41 +174,42 @@ def test_api_key_comes_from_credentials_then_environment():
 
 
 def test_metrics_are_flattened_for_wandb():
-    flat = flatten_eval_metrics(_load("metrics"))
-    assert flat["eval/mmlu/letter_acc/finetuned"] == 0.5
-    assert flat["eval/mmlu/letter_acc/change_se"] == 0.06
-    assert flat["eval/mmlu/letter_spread/base/max_share"] == 0.9
-    assert flat["eval/mathqa/n"] == 1.0
-    assert "eval/mmlu/option_acc_norm/finetuned" not in flat  # null
+    flat = flatten_heldout_metrics(_load("heldout_metrics"))
+    assert flat["heldout/mmlu/letter_acc/finetuned"] == 0.5
+    assert flat["heldout/mmlu/letter_acc/change_se"] == 0.06
+    assert flat["heldout/mmlu/letter_spread/base/max_share"] == 0.9
+    assert flat["heldout/mathqa/n"] == 1.0
+    assert "heldout/mmlu/option_acc_norm/finetuned" not in flat  # null
     assert not any("lm_eval" in key or "hellaswag" in key for key in flat)
-    assert flatten_eval_metrics({"tasks": None}) == {}
+    assert flatten_heldout_metrics({"tasks": None}) == {}
     summary = train_summary(_load("train_metrics"))
     assert summary["train/final_train_loss"] == 1.2345
     assert summary["train/trainable_parameters"] == 10383360.0
     assert "train/log_history" not in summary
 
 
-def test_run_metadata_outside_git(tmp_path):
-    assert git_state(tmp_path) == {"commit": None, "dirty": None}
-    catalog = DataCatalog.from_config(
-        {
-            "never_saved": {
-                "type": "json.JSONDataset",
-                "filepath": str(tmp_path / "x.json"),
-                "versioned": True,
-            },
-            "plain": {"type": "json.JSONDataset", "filepath": str(tmp_path / "y.json")},
-        }
-    )
-    catalog["params:model"] = {"name_or_path": "g"}
-    metadata = run_metadata(
-        catalog, save_version="v1", load_versions={"a": "v0"}, env="demo", project_path=tmp_path
-    )
-    assert metadata["dataset_versions"] == {"never_saved": None}
-    assert metadata["load_versions"] == {"a": "v0"}
-    assert metadata["env"] == "demo" and metadata["git"]["commit"] is None
-    assert set(metadata["packages"]) >= {"torch", "transformers", "peft", "trl", "kedro", "wandb"}
-    assert metadata["packages"]["kedro"]
+def test_benchmark_records_are_flattened_one_scalar_per_value_and_stderr():
+    # Exactly these keys: the two null values and the null stderr give none.
+    assert flatten_benchmark_metrics(BENCHMARK_METRICS) == BENCHMARK_SCALARS
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        ({"runs": ["mmlu|5-shot|plain"], "models": {}}, "no 'records' list"),
+        ({"records": [{**STEM_BASE, "group": "a/b"}]}, r"records\[0\]\.group='a/b'"),
+        ({"records": [{**MMLU_BASE, "group": "stem"}]}, r"records\[0\]\.group='stem' at level"),
+        ({"records": [{**MMLU_BASE, "value": "0.25"}]}, r"records\[0\]\.value='0.25' is not"),
+        ({"records": [{**MMLU_BASE, "shots": "5"}]}, r"records\[0\]\.shots='5'"),
+        (
+            {"records": [MMLU_BASE, dict(MMLU_BASE)]},
+            r"records\[1\] has the same W&B key as .*\[0\]",
+        ),
+    ],
+)
+def test_a_benchmark_record_that_gives_no_unambiguous_key_is_named(payload, error):
+    with pytest.raises(ValueError, match=error):
+        flatten_benchmark_metrics(payload)
 
 
 # --- the hooks --------------------------------------------------------------------------------
@@ -188,7 +243,11 @@ def _fake_train() -> dict[str, Any]:
 
 
 def _fake_evaluate() -> dict[str, Any]:
-    return _load("metrics")
+    return _load("heldout_metrics")
+
+
+def _fake_benchmark() -> dict[str, Any]:
+    return copy.deepcopy(BENCHMARK_METRICS)
 
 
 def _pipeline() -> Pipeline:
@@ -196,7 +255,8 @@ def _pipeline() -> Pipeline:
         Pipeline(
             [
                 Node(_fake_train, None, "train_metrics", name="train_qlora"),
-                Node(_fake_evaluate, None, "metrics", name="evaluate_adapter"),
+                Node(_fake_evaluate, None, "heldout_metrics", name="evaluate_adapter"),
+                Node(_fake_benchmark, None, "benchmark_metrics", name="evaluate_benchmarks"),
             ]
         )
         + create_report_pipeline()
@@ -209,7 +269,6 @@ def _catalog(params: dict[str, Any]) -> DataCatalog:
     for section, values in params.items():
         catalog[f"params:{section}"] = values
     catalog["ingest_summary"] = _load("ingest_summary")
-    catalog["benchmark_metrics"] = _load("benchmark_metrics")
     catalog["benchmark_rejected_rows"] = pd.DataFrame({"reason": []})
     return catalog
 
@@ -286,7 +345,18 @@ def test_online_run_gets_the_key_only_through_settings(tmp_path, monkeypatch):
     assert config["tracking"]["project"] == "gemma-test"
     assert config["kedro"]["dataset_versions"] == {}
     assert run.summary["train/final_train_loss"] == 1.2345
-    assert any(entry.get("eval/mmlu/letter_acc/finetuned") == 0.5 for entry in run.logged)
+    assert any(entry.get("heldout/mmlu/letter_acc/finetuned") == 0.5 for entry in run.logged)
+    logged_benchmark = {
+        key: value
+        for entry in run.logged
+        for key, value in entry.items()
+        if key.startswith("benchmark/")
+    }
+    assert logged_benchmark == BENCHMARK_SCALARS
+    assert (
+        run.summary["benchmark/mmlu/0-shot/plain/acc/category/stem/finetuned"]
+        == (STEM_TUNED["value"])
+    )
     assert any("report" in entry for entry in run.logged)
     assert run.exit_code == 0
 
@@ -342,7 +412,12 @@ def test_the_secret_appears_in_no_artifact_log_or_output(
     assert len(runs) == 1, "an offline W&B run was written under tracking.dir"
     (record,) = runs[0].glob("*.wandb")
     logged = record.read_bytes()
-    for key in (b"eval/mmlu/letter_acc/finetuned", b"train/final_train_loss", b"report"):
+    for key in (
+        b"heldout/mmlu/letter_acc/finetuned",
+        b"benchmark/mmlu/0-shot/plain/acc/subject/anatomy/finetuned",
+        b"train/final_train_loss",
+        b"report",
+    ):
         assert key in logged
 
     report = catalog.load("report_md") + catalog.load("report_html")

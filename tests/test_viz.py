@@ -33,5 +33,5 @@ def test_kedro_viz_build_offline(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     main_js = (tmp_path / "build" / "api" / "main").read_text()
-    for node in ("ingest_sources", "train_qlora", "evaluate_adapter"):
+    for node in ("ingest_sources", "train_qlora", "score_heldout", "summarize_heldout"):
         assert node in main_js

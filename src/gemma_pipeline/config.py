@@ -168,10 +168,10 @@ class LoraParams(StrictModel):
 class TrainQloraParams(StrictModel):
     seed: int = 42
     # packed: each micro-batch's rows packed into rows of up to 1024 tokens, attention kept
-    # inside each row (block-diagonal mask), logits only where the loss is. seed: the seed's
-    # recipe, kept for comparison: micro-batches of 4 rows, each padded to 512, logits at every
-    # position. Same examples per optimizer step, same attention (Gemma-2's softcaps kept).
-    recipe: Literal["packed", "seed"] = "packed"
+    # inside each row (block-diagonal mask), logits only where the loss is. padded: the seed
+    # project's recipe, kept for comparison: micro-batches of 4 rows, each padded to 512, logits
+    # at every position. Same examples per optimizer step, same attention (Gemma-2's softcaps kept).
+    recipe: Literal["packed", "padded"] = "packed"
     quantization: QuantizationParams = QuantizationParams()
     lora: LoraParams = LoraParams()
     # Examples per optimizer step = per_device_train_batch_size × gradient_accumulation_steps.
@@ -208,10 +208,10 @@ class TrainQloraParams(StrictModel):
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     @model_validator(mode="after")
-    def _seed_recipe_splits_the_step(self) -> TrainQloraParams:
-        if self.recipe == "seed" and self.examples_per_step % 4:
+    def _padded_recipe_splits_the_step(self) -> TrainQloraParams:
+        if self.recipe == "padded" and self.examples_per_step % 4:
             raise ValueError(
-                "recipe 'seed' trains in micro-batches of 4: examples per step "
+                "recipe 'padded' trains in micro-batches of 4: examples per step "
                 f"(per_device_train_batch_size × gradient_accumulation_steps = "
                 f"{self.examples_per_step}) must be a multiple of 4"
             )
@@ -236,13 +236,13 @@ class LmEvalTask(StrictModel):
 class EvaluateParams(StrictModel):
     # Held out from training by construction (ingest quarantines train rows that repeat them).
     split: Literal["validation", "test"] = "test"
-    batch_size: int = Field(default=8, gt=0)  # questions per forward; options share the prompt
     max_questions_per_task: int | None = Field(default=None, gt=0)
     # lm-eval-format benchmarks (ingest.benchmarks supplies the rows): task -> shots.
     benchmarks: dict[BenchmarkTask, BenchmarkParams] = {}
     # plain: lm-eval's text, comparable with published numbers; chat: the fine-tune's format.
     prompt_styles: list[Literal["plain", "chat"]] = ["plain", "chat"]
-    max_batch_tokens: int = Field(default=16384, gt=0)  # rows x (prefix + padded length)
+    # Every scoring forward (held-out and benchmarks): rows x (shared prefix + padded length).
+    max_batch_tokens: int = Field(default=16384, gt=0)
     generation_batch_size: int = Field(default=32, gt=0)
     max_benchmark_docs: int | None = Field(default=None, gt=0)  # first N test rows per task
     # Any other lm-eval tasks, run by lm-eval itself on the same model objects.

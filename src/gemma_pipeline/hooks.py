@@ -14,15 +14,9 @@ from kedro.io import CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
 from gemma_pipeline.config import TrackingParams, parse_params, validate_all
-from gemma_pipeline.tracking import (
-    WandbTracker,
-    api_key_from,
-    redact,
-    resolve_mode,
-    run_metadata,
-    scrub,
-    with_pipeline,
-)
+from gemma_pipeline.provenance import run_metadata, with_pipeline
+from gemma_pipeline.redaction import redact, scrub
+from gemma_pipeline.tracking import WandbTracker, api_key_from, resolve_mode
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +79,8 @@ class WandbTrackingHook:
     """One Weights & Biases run per ``kedro run`` (parameters: ``tracking``).
 
     Logs the redacted parameters as the run's config, the training curves (the Trainer's own
-    W&B callback writes into this run) and totals, the evaluation metrics and the report.
+    W&B callback writes into this run) and totals, the held-out and benchmark metrics
+    (``heldout_metrics``, ``benchmark_metrics``) and the report.
     Tracking observes: any failure in it is a warning, never a failed pipeline. The API key
     (``conf/local/credentials.yml`` ``wandb.api_key``, or ``WANDB_API_KEY``) is handed to wandb
     only in online mode, and never logged or put in the config.
@@ -163,8 +158,10 @@ class WandbTrackingHook:
         # Keyed by dataset, not node name: whichever node writes these, they are logged.
         if isinstance(outputs.get("train_metrics"), Mapping):
             self._tracker.log_train_metrics(outputs["train_metrics"])
-        if isinstance(outputs.get("metrics"), Mapping):
-            self._tracker.log_eval_metrics(outputs["metrics"])
+        if isinstance(outputs.get("heldout_metrics"), Mapping):
+            self._tracker.log_heldout_metrics(outputs["heldout_metrics"])
+        if isinstance(outputs.get("benchmark_metrics"), Mapping):
+            self._tracker.log_benchmark_metrics(outputs["benchmark_metrics"])
         if isinstance(outputs.get("report_html"), str):
             self._tracker.log_report(outputs["report_html"], outputs.get("report_md"))
 

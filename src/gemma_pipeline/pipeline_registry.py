@@ -9,6 +9,7 @@ from gemma_pipeline.pipelines import (
     format_prompts,
     ingest,
     report,
+    summarize,
     tokenize,
     train_qlora,
 )
@@ -18,7 +19,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Each stage alone, the stages in named groups, and the whole chain as the default.
 
     ``training`` builds its data and trains; ``evaluation`` scores the latest (or a pinned,
-    ``--load-versions adapter:<timestamp>``) adapter and writes the report.
+    ``--load-versions adapter:<timestamp>``) adapter, summarizes and writes the report;
+    ``results`` recomputes the metrics and the report from stored predictions, with no model.
     """
     stages = {
         "ingest": ingest.create_pipeline(),
@@ -26,15 +28,18 @@ def register_pipelines() -> dict[str, Pipeline]:
         "tokenize": tokenize.create_pipeline(),
         "train_qlora": train_qlora.create_pipeline(),
         "evaluate": evaluate.create_pipeline(),
+        "summarize": summarize.create_pipeline(),
         "report": report.create_pipeline(),
     }
     data = stages["ingest"] + stages["format_prompts"] + stages["tokenize"]
     training = data + stages["train_qlora"]
-    evaluation = stages["evaluate"] + stages["report"]
+    results = stages["summarize"] + stages["report"]
+    evaluation = stages["evaluate"] + results
     return {
         **stages,
         "data": data,
         "training": training,
         "evaluation": evaluation,
+        "results": results,
         "__default__": training + evaluation,
     }

@@ -1,41 +1,24 @@
-"""Run provenance and Weights & Biases tracking, for the hooks and the report.
+"""Weights & Biases: which mode a run logs in, what it logs, and the run itself.
 
-Pure helpers (secret redaction, W&B mode resolution, metric flattening, the run's metadata)
-and a thin wrapper around a W&B run that turns every tracking failure into a warning: tracking
-observes a run, it must never be the reason one fails.
+Pure helpers (the API key and mode, the run's JSON artifacts flattened to W&B scalars) and a
+thin wrapper around a W&B run that turns every tracking failure into a warning: tracking
+observes a run, it must never be the reason one fails. Credentials are cut out with
+:mod:`gemma_pipeline.redaction`; what the run starts from comes from
+:mod:`gemma_pipeline.provenance`, through the hook.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import platform
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from gemma_pipeline.redaction import redact, scrub
+
 logger = logging.getLogger(__name__)
-
-#: A parameter whose name contains one of these (any case) is a credential.
-SECRET_MARKERS = ("key", "token", "secret", "password")
-REDACTED = "***"
-
-#: The packages whose versions decide what a run computes, recorded with every run.
-PACKAGES = (
-    "torch",
-    "transformers",
-    "peft",
-    "trl",
-    "bitsandbytes",
-    "accelerate",
-    "datasets",
-    "kedro",
-    "kedro-datasets",
-    "wandb",
-)
 
 Mode = Literal["online", "offline", "disabled"]
 
@@ -50,52 +33,7 @@ _ENV_MODES: dict[str, Mode | Literal["auto"]] = {
 }
 
 
-# --- secrets ----------------------------------------------------------------------------------
-
-
-def is_secret_name(name: object) -> bool:
-    """Whether a mapping key names a credential (``api_key``, ``hubToken``, ``PASSWORD``...)."""
-    lowered = str(name).lower()
-    return any(marker in lowered for marker in SECRET_MARKERS)
-
-
-def redact(value: Any, secrets: Iterable[str] = (), *, by_name: bool = True) -> Any:
-    """A copy of ``value`` with every credential replaced by ``"***"``, at any depth.
-
-    With ``by_name`` (for parameters), a value under a key naming a credential
-    (:func:`is_secret_name`) is replaced whole, unless it is a mapping: then its strings are
-    replaced and its numbers kept, so a section such as ``tokenize: {max_length: 512}`` survives
-    while ``hf_token: {value: ...}`` does not. Known secret strings (``secrets``) are cut out of
-    every other string, so a key that ended up inside a URL or a message does not slip through
-    under an innocent name.
-    """
-    known = [secret for secret in secrets if secret]
-    return _redact(value, known, inside_secret=False, by_name=by_name)
-
-
-def _redact(value: Any, secrets: list[str], inside_secret: bool, by_name: bool) -> Any:
-    if isinstance(value, Mapping):
-        redacted = {}
-        for key, item in value.items():
-            secret_name = by_name and is_secret_name(key)
-            if secret_name and not isinstance(item, Mapping):
-                redacted[key] = REDACTED
-            else:
-                redacted[key] = _redact(item, secrets, inside_secret or secret_name, by_name)
-        return redacted
-    if isinstance(value, list | tuple):
-        return [_redact(item, secrets, inside_secret, by_name) for item in value]
-    if isinstance(value, str):
-        return REDACTED if inside_secret else scrub(value, secrets)
-    return value
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of a known secret replaced by ``"***"``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
+# --- API key and mode -------------------------------------------------------------------------
 
 
 def api_key_from(credentials: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
@@ -109,9 +47,6 @@ def api_key_from(credentials: Mapping[str, Any], environ: Mapping[str, str]) -> 
         return key.strip()
     key = environ.get("WANDB_API_KEY", "").strip()
     return key or None
-
-
-# --- W&B mode ---------------------------------------------------------------------------------
 
 
 def resolve_mode(param_mode: str, env_mode: str | None, has_api_key: bool) -> Mode:
@@ -143,35 +78,114 @@ def _finite_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def flatten_eval_metrics(metrics: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]:
-    """``metrics.json`` as flat scalars: ``eval/<task>/<metric>/<base|finetuned|change>[_se]``.
+def flatten_heldout_metrics(heldout_metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``heldout_metrics.json`` as flat scalars: ``heldout/<task>/<metric>/<field>``.
 
-    Only the per-task results are flattened; other top-level keys (say, a later ``lm_eval``
-    block) are left out rather than guessed at. Nulls are skipped: W&B has no null scalar.
+    ``<field>`` is ``base``, ``finetuned`` or ``change``, each with a ``_se`` twin; beside them
+    ``heldout/<task>/n`` and ``heldout/<task>/letter_spread/<model>/<max_share|entropy>``.
+    Only the per-task results are flattened; other top-level keys are left out rather than
+    guessed at. Nulls are skipped: W&B has no null scalar.
     """
     flat: dict[str, float] = {}
-    tasks = metrics.get("tasks")
+    tasks = heldout_metrics.get("tasks")
     if not isinstance(tasks, Mapping):
         return flat
     for task, result in tasks.items():
         if not isinstance(result, Mapping):
             continue
         if _finite_number(result.get("n")):
-            flat[f"{prefix}/{task}/n"] = float(result["n"])
+            flat[f"heldout/{task}/n"] = float(result["n"])
         for row in result.get("metrics") or []:
             for field in ("base", "base_se", "finetuned", "finetuned_se", "change", "change_se"):
                 value = row.get(field)
                 if _finite_number(value):
-                    flat[f"{prefix}/{task}/{row.get('metric')}/{field}"] = float(value)
+                    flat[f"heldout/{task}/{row.get('metric')}/{field}"] = float(value)
         for model, spread in (result.get("letter_spread") or {}).items():
             for field in ("max_share", "entropy"):
                 value = (spread or {}).get(field)
                 if _finite_number(value):
-                    flat[f"{prefix}/{task}/letter_spread/{model}/{field}"] = float(value)
+                    flat[f"heldout/{task}/letter_spread/{model}/{field}"] = float(value)
     return flat
 
 
-def train_summary(train_metrics: Mapping[str, Any], prefix: str = "train") -> dict[str, float]:
+def flatten_benchmark_metrics(benchmark_metrics: Mapping[str, Any]) -> dict[str, float]:
+    """``benchmark_metrics.json``'s records as flat scalars, a value and its stderr per record.
+
+    A task-level record (level ``task``, no group) is
+    ``benchmark/<task>/<shots>-shot/<style>/<metric>/<model>``; a record of one group (level
+    ``category`` or ``subject``) puts ``/<level>/<group>`` before the model:
+    ``benchmark/mmlu/0-shot/plain/acc/category/stem/finetuned``. Its stderr is the same key
+    with ``_stderr`` appended. The model is last, so base and fine-tuned sit side by side in
+    W&B, and a group key has two segments more than a task key, so neither can be read as the
+    other. Shots null (an lm-eval task at its own default) is written ``default-shot``.
+    Null values and stderrs are skipped, as W&B has no null scalar; ``n`` is left to the report.
+
+    A record that would give an ambiguous key (a name with ``/``, a group at level ``task``, the
+    same key twice) or a value that is not a number raises ``ValueError`` naming the record.
+    """
+    records = benchmark_metrics.get("records")
+    if not isinstance(records, list):
+        raise ValueError(
+            "benchmark_metrics has no 'records' list (is it the old 'task|shots|style' layout?)"
+        )
+    flat: dict[str, float] = {}
+    key_of_record: dict[str, int] = {}
+    for index, record in enumerate(records):
+        where = f"benchmark_metrics records[{index}]"
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{where} is a {type(record).__name__}, not a mapping")
+        key = "/".join(["benchmark", *_benchmark_key_segments(record, where)])
+        if key in key_of_record:
+            raise ValueError(
+                f"{where} has the same W&B key as records[{key_of_record[key]}]: {key}"
+            )
+        key_of_record[key] = index
+        for field, suffix in (("value", ""), ("stderr", "_stderr")):
+            value = record.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ValueError(f"{where}.{field}={value!r} is not a number or null")
+            if math.isfinite(value):
+                flat[key + suffix] = float(value)
+    return flat
+
+
+def _benchmark_key_segments(record: Mapping[str, Any], where: str) -> list[str]:
+    def name(field: str) -> str:
+        if field not in record:
+            raise ValueError(f"{where} has no {field!r}")
+        value = record[field]
+        if not isinstance(value, str) or not value or "/" in value:
+            raise ValueError(
+                f"{where}.{field}={value!r} is not a name W&B can key on "
+                "(a non-empty string without '/')"
+            )
+        return value
+
+    if "shots" not in record:
+        raise ValueError(f"{where} has no 'shots'")
+    shots = record["shots"]
+    if shots is None:
+        shots_segment = "default-shot"
+    elif isinstance(shots, int) and not isinstance(shots, bool) and shots >= 0:
+        shots_segment = f"{shots}-shot"
+    else:
+        raise ValueError(f"{where}.shots={shots!r} is not a count of shots or null")
+    segments = [name("task"), shots_segment, name("style"), name("metric")]
+    level = name("level")
+    if level == "task":
+        if record.get("group") is not None:
+            raise ValueError(
+                f"{where}.group={record['group']!r} at level 'task': only a record of a "
+                "category or subject has a group"
+            )
+    else:
+        segments += [level, name("group")]
+    return [*segments, name("model")]
+
+
+def train_summary(train_metrics: Mapping[str, Any]) -> dict[str, float]:
     """The scalar totals of ``train_metrics.json`` (rows, steps, final loss, time, size)."""
     keys = (
         "train_rows",
@@ -181,123 +195,9 @@ def train_summary(train_metrics: Mapping[str, Any], prefix: str = "train") -> di
         "trainable_parameters",
     )
     return {
-        f"{prefix}/{key}": float(train_metrics[key])
+        f"train/{key}": float(train_metrics[key])
         for key in keys
         if _finite_number(train_metrics.get(key))
-    }
-
-
-# --- run metadata -----------------------------------------------------------------------------
-
-
-def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str | None]:
-    """Installed version of each package; ``None`` for one that is not installed."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def git_state(project_path: str | Path | None) -> dict[str, Any]:
-    """The checked-out commit and whether tracked files differ from it; nulls outside git.
-
-    ``--no-optional-locks`` keeps ``git status`` from rewriting the index, so recording a run
-    never races someone committing in the same checkout.
-    """
-    unknown = {"commit": None, "dirty": None}
-    if project_path is None:
-        return unknown
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "--no-optional-locks", *args],
-            cwd=project_path,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-    except (OSError, subprocess.SubprocessError):
-        return unknown
-    try:
-        dirty: bool | None = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        dirty = None
-    return {"commit": commit or None, "dirty": dirty}
-
-
-def dataset_versions(catalog: Any) -> dict[str, str | None]:
-    """For every versioned dataset in a Kedro catalog, the version it would load now.
-
-    ``None`` where nothing has been saved yet. Parameters and unversioned datasets are left
-    out; a dataset that cannot even be built is left out too, since the run reports it anyway.
-    """
-    versions: dict[str, str | None] = {}
-    for name in sorted(catalog.keys()):
-        if name == "parameters" or name.startswith("params:"):
-            continue
-        try:
-            dataset = catalog[name]
-        except Exception:  # a broken entry fails the run itself, loudly
-            continue
-        resolve = getattr(dataset, "resolve_load_version", None)
-        if resolve is None:
-            continue
-        try:
-            version = resolve()
-        except Exception:  # VersionNotFoundError and friends: nothing saved yet
-            versions[name] = None
-            continue
-        if version is not None:  # None: the dataset is not versioned
-            versions[name] = version
-    return versions
-
-
-def run_metadata(
-    catalog: Any,
-    *,
-    save_version: str | None,
-    load_versions: Mapping[str, str] | None,
-    env: str | None,
-    project_path: str | Path | None,
-) -> dict[str, Any]:
-    """What a reader needs to reproduce a run: versions of data, code and packages.
-
-    Collected when the catalog is created, before any node saves, so ``dataset_versions`` are
-    the versions the run starts from. ``session_id``, ``pipeline_names`` and
-    ``written_this_run`` are filled in just before the pipeline runs
-    (see :func:`with_pipeline`).
-    """
-    return {
-        "session_id": None,
-        "save_version": save_version,
-        "env": env,
-        "load_versions": dict(load_versions or {}),
-        "dataset_versions": dataset_versions(catalog),
-        "pipeline_names": None,
-        "written_this_run": [],
-        "git": git_state(project_path),
-        "python": platform.python_version(),
-        "packages": package_versions(),
-    }
-
-
-def with_pipeline(
-    metadata: Mapping[str, Any], run_params: Mapping[str, Any], outputs: Iterable[str]
-) -> dict[str, Any]:
-    """``metadata`` plus the session id, the pipelines run and the versioned datasets they write."""
-    versioned = set(metadata.get("dataset_versions") or {})
-    return {
-        **metadata,
-        "session_id": run_params.get("run_id"),
-        "pipeline_names": run_params.get("pipeline_names"),
-        "written_this_run": sorted(set(outputs) & versioned),
     }
 
 
@@ -380,10 +280,17 @@ class WandbTracker:
         with self._safely("log the training metrics"):
             self._run.summary.update(train_summary(train_metrics))
 
-    def log_eval_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Every evaluation number, flattened (``eval/mmlu/letter_acc/finetuned``)."""
-        with self._safely("log the evaluation metrics"):
-            flat = flatten_eval_metrics(metrics)
+    def log_heldout_metrics(self, heldout_metrics: Mapping[str, Any]) -> None:
+        """Every held-out number, flattened (``heldout/mmlu/letter_acc/finetuned``)."""
+        with self._safely("log the held-out metrics"):
+            flat = flatten_heldout_metrics(heldout_metrics)
+            self._run.log(flat)
+            self._run.summary.update(flat)
+
+    def log_benchmark_metrics(self, benchmark_metrics: Mapping[str, Any]) -> None:
+        """Every benchmark number, flattened (``benchmark/mmlu/0-shot/plain/acc/finetuned``)."""
+        with self._safely("log the benchmark metrics"):
+            flat = flatten_benchmark_metrics(benchmark_metrics)
             self._run.log(flat)
             self._run.summary.update(flat)
 

@@ -39,13 +39,14 @@ def test_both_recipes_train_through_the_project_trainer(bench, tmp_path, monkeyp
     # Short rows keep the dense CPU attention over a packed step cheap.
     monkeypatch.setattr(bench, "LENGTH_MIX", {"short": (1.0, (24, 0.3), (4, 0.3))})
     bench.write_random_model(tmp_path, tiny=True)
-    seed = bench.run_recipe("seed", tmp_path, steps=1, warmup=1, seed=0)
+    padded = bench.run_recipe("padded", tmp_path, steps=1, warmup=1, seed=0)
     packed = bench.run_recipe("packed", tmp_path, steps=1, warmup=1, seed=0)
 
-    assert seed["examples_per_step"] == packed["examples_per_step"] == 32
-    assert seed["padded_tokens"] == 32 * 512  # every row padded to 512
-    assert packed["padded_tokens"] == packed["real_tokens"] == seed["real_tokens"]
-    assert seed["setup"]["micro_batch"] == 4 and seed["setup"]["gradient_accumulation_steps"] == 8
+    assert padded["examples_per_step"] == packed["examples_per_step"] == 32
+    assert padded["padded_tokens"] == 32 * 512  # every row padded to 512
+    assert packed["padded_tokens"] == packed["real_tokens"] == padded["real_tokens"]
+    assert padded["setup"]["micro_batch"] == 4
+    assert padded["setup"]["gradient_accumulation_steps"] == 8
     assert packed["setup"]["micro_batch"] == 32
     # Same data, same initial weights, same maths: the first step's loss agrees.
-    assert packed["losses"][0] == pytest.approx(seed["losses"][0], rel=1e-3)
+    assert packed["losses"][0] == pytest.approx(padded["losses"][0], rel=1e-3)

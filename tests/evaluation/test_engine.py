@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from gemma_pipeline.evaluation.engine import (
-    Encoder,
     GenerationRequest,
     LoglikelihoodRequest,
     cut_at_stop_sequences,
+    encode_pairs,
     generate_until,
     loglikelihood,
 )
@@ -19,8 +19,16 @@ def tiny_model(tiny_model_dir):
 
 
 def _reference(model, tokenizer, context, continuation):
-    """lm-eval's HF computation: one full forward of context + continuation, full logits."""
-    context_ids, continuation_ids = Encoder(tokenizer).encode_pairs([(context, continuation)])[0]
+    """lm-eval's HF computation: one full forward of context + continuation, full logits.
+
+    Tokens as ``HFLM._encode_pair`` makes them: the context's trailing spaces move to the
+    continuation, the tokenizer adds its BOS, the whole text is split after the context.
+    """
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    context_ids = tokenizer(context)["input_ids"]
+    continuation_ids = tokenizer(context + continuation)["input_ids"][len(context_ids) :]
     ids = torch.tensor([context_ids + continuation_ids])
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
@@ -80,12 +88,20 @@ def test_prefix_that_does_not_tokenize_on_its_own_still_scores_exactly(tiny_mode
 
 
 def test_encode_pairs_moves_trailing_spaces_to_the_continuation(tiny_tokenizer):
-    encoder = Encoder(tiny_tokenizer)
-    [(context, continuation)] = encoder.encode_pairs([("Answer: ", "3")])
-    assert context == encoder.encode("Answer:")
-    assert context + continuation == encoder.encode("Answer: 3")
-    # A chat-templated prompt already starts with <bos>: no second one.
-    assert encoder.encode("<bos>hi")[:2] != [tiny_tokenizer.bos_token_id] * 2
+    [(context, continuation)] = encode_pairs(tiny_tokenizer, [("Answer: ", "3")])
+    assert context == tiny_tokenizer("Answer:")["input_ids"]
+    assert context + continuation == tiny_tokenizer("Answer: 3")["input_ids"]
+
+
+def test_an_intact_context_keeps_its_newline_and_its_single_bos(tiny_tokenizer):
+    prompt = "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+    [(context, continuation)] = encode_pairs(tiny_tokenizer, [(prompt, "B")], [True])
+    assert context == tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert context.count(tiny_tokenizer.bos_token_id) == 1
+    assert continuation == tiny_tokenizer("B", add_special_tokens=False)["input_ids"]
+    # lm-eval's rule on the same pair moves the newline into the continuation instead.
+    [(split_context, split_continuation)] = encode_pairs(tiny_tokenizer, [(prompt, "B")])
+    assert split_context == context[:-1] and split_continuation == [context[-1], *continuation]
 
 
 def test_cut_at_stop_sequences_applies_every_stop_in_turn():
@@ -94,7 +110,7 @@ def test_cut_at_stop_sequences_applies_every_stop_in_turn():
 
 
 def _greedy_one(model, tokenizer, context, max_new, stops):
-    ids = Encoder(tokenizer).encode(context)
+    ids = tokenizer(context)["input_ids"]
     out = []
     with torch.no_grad():
         for _ in range(max_new):

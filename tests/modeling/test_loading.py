@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
@@ -60,84 +62,69 @@ def test_hub_id_passes_through_without_touching_the_embedded_cache(tmp_path: Pat
 # --- load_tokenizer ---------------------------------------------------------------------------
 
 
-def test_tiny_tokenizer_adds_exactly_one_bos_and_no_eos(tiny_tokenizer: Any) -> None:
-    ids = tiny_tokenizer("The answer is (B).").input_ids
-    assert ids[0] == tiny_tokenizer.bos_token_id
-    assert ids.count(tiny_tokenizer.bos_token_id) == 1
-    assert tiny_tokenizer.eos_token_id not in ids
-
-
-def test_tiny_tokenizer_has_gemma_special_tokens(tiny_tokenizer: Any) -> None:
-    assert [
-        tiny_tokenizer.pad_token_id,
-        tiny_tokenizer.eos_token_id,
-        tiny_tokenizer.bos_token_id,
-        tiny_tokenizer.unk_token_id,
-    ] == [0, 1, 2, 3]
-    turn_ids = tiny_tokenizer.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>"])
-    assert tiny_tokenizer.unk_token_id not in turn_ids
-    assert len(tiny_tokenizer) <= 1024
-
-
-def test_tiny_tokenizer_round_trips_text(tiny_tokenizer: Any) -> None:
-    text = "Question: 12% of $50?\n(A) 6\tÉtude — 中文"
-    ids = tiny_tokenizer(text).input_ids
-    assert tiny_tokenizer.decode(ids, skip_special_tokens=True) == text
-
-
-def test_load_tokenizer_prepares_for_training(tiny_tokenizer: Any) -> None:
-    assert tiny_tokenizer.padding_side == "right"
-    assert tiny_tokenizer.pad_token == "<pad>"
-    assert tiny_tokenizer.chat_template == GEMMA_CHAT_TEMPLATE
-
-
-def test_load_tokenizer_from_model_folder(tiny_model_dir: Path, tmp_path: Path) -> None:
-    tokenizer = load_tokenizer(str(tiny_model_dir), embedded_cache_dir=tmp_path)
-    assert tokenizer.chat_template == GEMMA_CHAT_TEMPLATE
-    assert tokenizer.pad_token_id == 0
-
-
-def _save_word_tokenizer(folder: Path, vocab: dict[str, int], **special: str) -> Path:
+def _save_word_tokenizer(folder: Path, vocab: dict[str, int], **special: Any) -> Path:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=backend, **special).save_pretrained(folder)
     return folder
 
 
-def test_missing_pad_token_uses_gemma_pad(tmp_path: Path) -> None:
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "hi": 4}
-    folder = _save_word_tokenizer(tmp_path / "tok", vocab, eos_token="<eos>", unk_token="<unk>")
+GEMMA_VOCAB = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "hi": 4}
+
+
+def test_a_tokenizer_without_a_chat_template_gets_gemmas_and_right_padding(
+    tmp_path: Path,
+) -> None:
+    folder = _save_word_tokenizer(
+        tmp_path / "tok", GEMMA_VOCAB, pad_token="<pad>", eos_token="<eos>", padding_side="left"
+    )
+    saved = AutoTokenizer.from_pretrained(folder)
+    assert not saved.chat_template and saved.padding_side == "left"  # what load_tokenizer fixes
     tokenizer = load_tokenizer(str(folder), embedded_cache_dir=tmp_path)
-    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<pad>", 0)
+    assert tokenizer.chat_template == GEMMA_CHAT_TEMPLATE
+    assert tokenizer.padding_side == "right"
+
+
+def test_a_tokenizer_with_its_own_chat_template_keeps_it(tmp_path: Path) -> None:
+    own_template = "{% for message in messages %}[{{ message['content'] }}]{% endfor %}"
+    folder = _save_word_tokenizer(
+        tmp_path / "tok", GEMMA_VOCAB, pad_token="<pad>", chat_template=own_template
+    )
+    tokenizer = load_tokenizer(str(folder), embedded_cache_dir=tmp_path)
+    assert tokenizer.chat_template == own_template
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert rendered == "[hi]"
+
+
+def test_missing_pad_token_uses_gemma_pad(tmp_path: Path) -> None:
+    folder = _save_word_tokenizer(
+        tmp_path / "tok", GEMMA_VOCAB, eos_token="<eos>", unk_token="<unk>"
+    )
+    tokenizer = load_tokenizer(str(folder), embedded_cache_dir=tmp_path)
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<pad>", GEMMA_VOCAB["<pad>"])
 
 
 def test_missing_pad_token_falls_back_to_eos(tmp_path: Path) -> None:
     vocab = {"<eos>": 0, "<unk>": 1, "hi": 2}
     folder = _save_word_tokenizer(tmp_path / "tok", vocab, eos_token="<eos>", unk_token="<unk>")
     tokenizer = load_tokenizer(str(folder), embedded_cache_dir=tmp_path)
-    assert tokenizer.pad_token == "<eos>"
+    assert (tokenizer.pad_token, tokenizer.pad_token_id) == ("<eos>", vocab["<eos>"])
 
 
 # --- load_causal_lm ---------------------------------------------------------------------------
 
 
-def test_tiny_model_loads_with_eager_attention_and_finite_logits(
-    tiny_model_dir: Path, tiny_tokenizer: Any, tmp_path: Path
+def test_model_loads_the_saved_weights_in_float32_with_eager_attention(
+    tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     model = load_causal_lm(str(tiny_model_dir), embedded_cache_dir=tmp_path)
+    # eager by default: the only attention that applies Gemma-2's attention softcap.
     assert model.config._attn_implementation == "eager"
-    assert model.config.attn_logit_softcapping == 50.0
-    assert model.config.final_logit_softcapping == 30.0
     assert model.dtype == torch.float32
-    batch = tiny_tokenizer(
-        ["Hello world", "What is the answer?"], padding=True, return_tensors="pt"
-    )
-    with torch.inference_mode():
-        logits = model(**batch).logits
-    assert logits.shape == (*batch.input_ids.shape, len(tiny_tokenizer))
-    assert torch.isfinite(logits).all()
-    # Final soft-capping bounds every logit by the cap.
-    assert logits.abs().max() <= 30.0
+    saved = load_file(tiny_model_dir / "model.safetensors")
+    loaded = model.state_dict()
+    for name, tensor in saved.items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0, msg=name)
 
 
 def test_tiny_model_loads_in_bfloat16(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -150,23 +137,42 @@ def test_unknown_dtype_is_rejected(tiny_model_dir: Path, tmp_path: Path) -> None
         load_causal_lm(str(tiny_model_dir), embedded_cache_dir=tmp_path, dtype="float64")  # type: ignore[arg-type]
 
 
-def test_model_is_loaded_from_safetensors_without_remote_code(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    seen: dict[str, Any] = {}
+def test_pickled_weights_are_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A folder with only pytorch_model.bin (a pickle) loads in transformers, never here."""
+    pickled = tmp_path / "pickled-model"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.save_pretrained(pickled)
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    assert isinstance(AutoModelForCausalLM.from_pretrained(pickled), type(model))
+    with pytest.raises(OSError, match=r"model\.safetensors") as caught:
+        load_causal_lm(str(pickled), embedded_cache_dir=tmp_path)
+    assert not isinstance(caught.value, ModelSourceUnavailableError)  # a local folder
 
-    def fake_from_pretrained(path: str, **kwargs: Any) -> str:
-        seen.update(kwargs, path=path)
-        return "model"
 
-    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
-    assert load_causal_lm(HUB_ID, embedded_cache_dir=tmp_path, dtype="bfloat16") == "model"
-    assert seen["path"] == HUB_ID
-    assert seen["use_safetensors"] is True
-    assert seen["trust_remote_code"] is False
-    assert seen["dtype"] == torch.bfloat16
-    assert seen["attn_implementation"] == "eager"
-    assert "torch_dtype" not in seen
+def test_code_shipped_with_a_model_never_runs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "custom-code-model"
+    folder.mkdir()
+    shutil.copy(tiny_model_dir / "model.safetensors", folder / "model.safetensors")
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    config |= {
+        "model_type": "custom_gemma",
+        "architectures": ["CustomModel"],
+        "auto_map": {
+            "AutoConfig": "modeling_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomModel",
+        },
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "custom-code-ran"
+    (folder / "modeling_custom.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+        "from transformers import Gemma2Config, Gemma2ForCausalLM\n"
+        "class CustomConfig(Gemma2Config):\n    model_type = 'custom_gemma'\n"
+        "class CustomModel(Gemma2ForCausalLM):\n    config_class = CustomConfig\n"
+    )
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        load_causal_lm(str(folder), embedded_cache_dir=tmp_path)
+    assert not marker.exists()
 
 
 # --- hub failures -----------------------------------------------------------------------------
@@ -194,6 +200,14 @@ def test_offline_hub_really_fails_with_the_demo_hint(tmp_path: Path) -> None:
     # conftest sets HF_HUB_OFFLINE=1, so this is the real offline error path, no network used.
     with pytest.raises(ModelSourceUnavailableError, match="--env demo"):
         load_tokenizer("gemma-pipeline-tests/no-such-model", embedded_cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("load", [load_tokenizer, load_causal_lm])
+def test_a_missing_local_path_is_named_as_not_a_local_folder(load: Any, tmp_path: Path) -> None:
+    missing = str(tmp_path / "06_models" / "no-such-model")
+    with pytest.raises(ModelSourceUnavailableError) as caught:
+        load(missing, embedded_cache_dir=tmp_path)
+    assert f"Could not load {missing!r}: it is not a local folder" in str(caught.value)
 
 
 def test_broken_local_folder_error_is_not_blamed_on_the_hub(

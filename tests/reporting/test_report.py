@@ -1,23 +1,22 @@
-"""The report's tables, sentences and renderings, on a small hand-written metrics.json."""
+"""The report's tables, sentences and renderings, on small hand-written run artifacts."""
 
 from __future__ import annotations
 
-import base64
 import json
+import math
 import re
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytest
 
+from gemma_pipeline.reporting.formatting import format_estimate, format_number
 from gemma_pipeline.reporting.plots import plot_loss_curve, png_base64
 from gemma_pipeline.reporting.report import (
     ReportInputs,
-    format_estimate,
-    is_significant,
+    benchmark_table_rows,
     letter_spread_rows,
+    paired_records,
     per_subject_rows,
-    plot_per_subject,
     render_html,
     render_markdown,
     results_table_rows,
@@ -33,13 +32,18 @@ def _load(name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def metrics() -> dict:
-    return _load("metrics")
+    return _load("heldout_metrics")
+
+
+@pytest.fixture
+def bench() -> dict:
+    return _load("benchmark_metrics")
 
 
 @pytest.fixture(scope="module")
 def inputs(metrics) -> ReportInputs:
     return ReportInputs(
-        metrics=metrics,
+        heldout_metrics=metrics,
         train_metrics=_load("train_metrics"),
         ingest_summary=_load("ingest_summary"),
         run_metadata={
@@ -49,53 +53,23 @@ def inputs(metrics) -> ReportInputs:
             "load_versions": {"adapter": "2025-12-31T00.00.00.000Z"},
             "dataset_versions": {
                 "adapter": "2025-12-31T00.00.00.000Z",
-                "metrics": None,
+                "heldout_metrics": None,
                 "questions": "2025-12-30T00.00.00.000Z",
             },
-            "written_this_run": ["metrics"],
+            "written_this_run": ["heldout_metrics"],
             "git": {"commit": "0123abcd", "dirty": True},
             "python": "3.11.7",
             "packages": {"torch": "2.6.0", "bitsandbytes": None},
         },
         config={"model": {"name_or_path": "google/gemma-2-2b-it"}, "evaluate": {"split": "test"}},
+        benchmark_metrics=_load("benchmark_metrics"),
+        benchmark_rejected_rows=3,
     )
 
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, str]:
     return {"per_subject": "cGVyLXN1YmplY3Q=", "loss_curve": "bG9zcy1jdXJ2ZQ=="}
-
-
-@pytest.mark.parametrize(
-    ("value", "se", "percent", "signed", "expected"),
-    [
-        (0.25, 0.04352, True, False, "25.0 ± 4.4"),
-        (0.25, 0.06, True, True, "+25.0 ± 6.0"),
-        (-0.021, 0.01, True, True, "-2.1 ± 1.0"),
-        (0.5, None, True, False, "50.0"),
-        (None, 0.01, True, False, "—"),
-        (12.345, 0.5123, False, False, "12.3 ± 0.5"),
-        (1234.5, 20.0, False, True, "+1230 ± 20"),
-        (0.0123, None, False, False, "0.0123"),
-    ],
-)
-def test_format_estimate(value, se, percent, signed, expected):
-    assert format_estimate(value, se, percent=percent, signed=signed) == expected
-
-
-@pytest.mark.parametrize(
-    ("change", "se", "expected"),
-    [
-        (0.25, 0.06, True),
-        (-0.25, 0.06, True),
-        (0.12, 0.06, False),
-        (0.1, None, False),
-        (None, 0.1, False),
-        (0.0, 0.0, False),
-    ],
-)
-def test_a_change_is_marked_only_beyond_two_standard_errors(change, se, expected):
-    assert is_significant(change, se, 2.0) is expected
 
 
 def test_results_table_rows_format_and_mark_each_metric(metrics):
@@ -116,7 +90,8 @@ def test_results_table_rows_format_and_mark_each_metric(metrics):
     # One question: no SE, so a +100-point change is still not marked.
     assert rows["mathqa", "letter_acc"]["change"] == "+100.0"
     assert not rows["mathqa", "letter_acc"]["significant"]
-    assert results_table_rows(metrics, significance_se=5.0)[1]["significant"] is False
+    strict = {(row["dataset"], row["metric"]): row for row in results_table_rows(metrics, 5.0)}
+    assert strict["mmlu", "letter_acc"]["significant"] is False
 
 
 def test_letter_spread_and_per_subject_rows(metrics):
@@ -157,7 +132,7 @@ def test_markdown_has_every_section(inputs):
         "name_or_path: google/gemma-2-2b-it",
         "`0123abcd (with uncommitted changes)`",
         "| adapter | 2025-12-31T00.00.00.000Z | pinned (--load-versions) |",
-        "| metrics | 2026-01-02T03.04.05.678Z | written by this run |",
+        "| heldout_metrics | 2026-01-02T03.04.05.678Z | written by this run |",
         "| bitsandbytes | not installed |",
         "| trainable parameters | 10,383,360 |",
     ):
@@ -176,15 +151,106 @@ def test_html_is_escaped_self_contained_and_embeds_the_figures(inputs, images):
     assert "figure not available" in missing
 
 
-def test_plots_render_to_png(metrics, inputs):
-    figure = plot_per_subject(metrics)
-    assert len(figure.axes) == 2  # one panel per task
-    assert figure.axes[1].get_yticklabels()[0].get_text() == "geography (n=60)"
-    encoded = png_base64(figure, close=True)
-    assert base64.b64decode(encoded).startswith(b"\x89PNG")
-    empty = plot_per_subject({"tasks": {}})
-    assert empty.axes[0].texts
-    plt.close(empty)
+def test_html_embeds_the_plotted_loss_curve(inputs):
     loss = png_base64(plot_loss_curve(inputs.train_metrics["log_history"]), close=True)
     page = render_html(inputs, {"loss_curve": loss})
     assert re.search(r'src="data:image/png;base64,iVBORw0KGgo[A-Za-z0-9+/=]+"', page)
+
+
+def _record(bench: dict, **match) -> dict:
+    (record,) = [r for r in bench["records"] if all(r[k] == v for k, v in match.items())]
+    return record
+
+
+def test_benchmark_rows_follow_runs_and_compare_the_models(bench):
+    rows = benchmark_table_rows(bench)
+    # In runs order, each run's task-level metrics in the order the records give them.
+    expected = [
+        (run["task"], metric)
+        for run in bench["runs"]
+        for metric in dict.fromkeys(
+            r["metric"]
+            for r in bench["records"]
+            if (r["task"], r["shots"], r["style"]) == (run["task"], run["shots"], run["style"])
+            and r["level"] == "task"
+        )
+    ]
+    assert [(row["task"], row["metric"]) for row in rows] == expected
+    by_metric = {(row["task"], row["metric"]): row for row in rows}
+    base = _record(bench, task="mmlu", metric="acc", level="task", model="base")
+    tuned = _record(bench, task="mmlu", metric="acc", level="task", model="finetuned")
+    acc = by_metric["mmlu", "acc"]
+    assert acc["shots"] == f"{base['shots']}-shot" and acc["n"] == str(base["n"])
+    assert acc["change"] == format_number(tuned["value"] - base["value"], percent=True, signed=True)
+    unpaired_se = math.hypot(base["stderr"], tuned["stderr"])
+    assert acc["significant"] is (abs(tuned["value"] - base["value"]) > 2 * unpaired_se)
+    strict = {(row["task"], row["metric"]): row for row in benchmark_table_rows(bench, 5.0)}
+    assert acc["significant"] and not strict["mmlu", "acc"]["significant"]
+    assert by_metric["gsm8k", "exact_match,strict-match"]["change"] == "+0.0"
+    assert not by_metric["gsm8k", "exact_match,strict-match"]["significant"]
+
+
+def test_a_benchmark_number_of_one_model_only_is_shown_not_dropped(bench):
+    extra = {
+        **_record(bench, task="gsm8k", metric="exact_match,flexible-extract", model="finetuned")
+    }
+    bench["records"].append({**extra, "metric": "exact_match,custom", "n": None})
+    row = next(r for r in benchmark_table_rows(bench) if r["metric"] == "exact_match,custom")
+    assert (row["base"], row["change"], row["n"]) == ("—", "—", "—")
+    assert row["finetuned"] == format_estimate(extra["value"], extra["stderr"], percent=True)
+
+
+def test_mmlu_categories_come_from_the_last_mmlu_run(bench, inputs):
+    # An earlier 0-shot run with other numbers: the table must show the later 5-shot run's.
+    zero_shot = [
+        {**r, "shots": 0, "value": r["value"] / 2} for r in bench["records"] if r["task"] == "mmlu"
+    ]
+    bench["runs"].insert(0, {"task": "mmlu", "shots": 0, "style": "plain"})
+    bench["records"] = zero_shot + bench["records"]
+    md = render_markdown(
+        ReportInputs(heldout_metrics=inputs.heldout_metrics, benchmark_metrics=bench)
+    )
+    assert "MMLU by category (mmlu, 5-shot, plain), micro average:" in md
+    for category in ("stem", "social_sciences"):
+        cells = [
+            format_number(_record(bench, shots=5, group=category, model=m)["value"], percent=True)
+            for m in ("base", "finetuned")
+        ]
+        assert re.search(rf"\| {category} \| {cells[0]} ± [\d.]+ \| {cells[1]} ± ", md)
+    # Both mmlu runs are rows of the main table, the 0-shot one first.
+    assert md.index("| mmlu | 0-shot | plain | acc |") < md.index("| mmlu | 5-shot | plain | acc |")
+
+
+def test_benchmark_sections_in_markdown(inputs, bench):
+    md = render_markdown(inputs)
+    lm_eval = [
+        format_number(_record(bench, task="arc_easy", model=model)["value"], percent=False)
+        for model in ("base", "finetuned")
+    ]
+    for text in (
+        "| task | shots | style | metric | base | fine-tuned | change | n |",
+        "| mmlu | 5-shot | plain | acc | 25.0 ± 4.3 | 55.0 ± 5.0 | **+30.0** | 100 |",
+        "| category | base | fine-tuned | questions |",
+        "| social_sciences | 32.5 ± 7.0 | 62.5 ± 8.0 | 40 |",
+        f"| arc_easy | acc,none | {lm_eval[0]} | {lm_eval[1]} |",
+        "Benchmark rows rejected at ingest: 3.",
+    ):
+        assert text in md, text
+    assert "Benchmarks" not in render_markdown(ReportInputs(heldout_metrics=inputs.heldout_metrics))
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda b: b.pop("records"), "no 'records'"),
+        (lambda b: b["records"][3].pop("stderr"), r"records\[3\]: missing stderr"),
+        (lambda b: b["runs"][0].pop("shots"), r"runs\[0\]: missing shots"),
+        (lambda b: b["records"][0].update(shots=1), r"records\[0\]: run \('mmlu', 1, 'plain'\)"),
+        (lambda b: b["records"][0].update(model="other"), r"records\[0\]: model 'other'"),
+        (lambda b: b["records"].append(b["records"][0]), r"records\[14\]: repeats the base"),
+    ],
+)
+def test_malformed_benchmark_records_are_named(bench, change, error):
+    change(bench)
+    with pytest.raises(ValueError, match=error):
+        paired_records(bench)

@@ -3,7 +3,12 @@ import re
 import pandas as pd
 import pytest
 
-from gemma_pipeline.sources import SourceLayoutError, generate_gsm8k_raw, normalize_gsm8k
+from gemma_pipeline.sources import (
+    SourceLayoutError,
+    generate_gsm8k_raw,
+    make_row_id,
+    normalize_gsm8k,
+)
 
 
 def _normalize(rows, **kwargs):
@@ -30,12 +35,13 @@ def test_rows_keep_their_text_verbatim_and_bad_rows_name_the_field():
 
 def test_duplicates_are_rejected_for_training_but_kept_for_benchmarks():
     row = {"question": "q", "answer": "#### 1"}
+    row_id = make_row_id("gsm8k", "q", [])  # no choices: the question alone
     accepted, rejected = _normalize([row, row])
-    assert len(accepted) == 1 and rejected["reason"].str.startswith("duplicate").all()
+    assert accepted["row_id"].tolist() == [row_id]
+    assert rejected["reason"].tolist() == [f"duplicate of row {row_id} in the same split"]
     accepted, rejected = _normalize([row, row, row], keep_duplicates=True)
     assert rejected.empty
-    first = accepted["row_id"][0]
-    assert accepted["row_id"].tolist() == [first, f"{first}#2", f"{first}#3"]
+    assert accepted["row_id"].tolist() == [row_id, f"{row_id}#2", f"{row_id}#3"]
 
 
 def test_unknown_columns_are_a_layout_error():

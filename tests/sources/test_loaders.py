@@ -70,10 +70,11 @@ def test_csv_list_columns_arrive_as_text_and_still_normalize(tmp_path):
     path = tmp_path / "mmlu.csv"
     pd.DataFrame(ROWS).to_csv(path, index=False)
     raw = load_local(path)
-    assert isinstance(raw.iloc[0]["choices"], str)
+    assert raw["choices"].tolist() == [str(row["choices"]) for row in ROWS]
     accepted = check_normalizes(raw)
     # "None" stays an option text instead of turning into a missing value.
-    assert accepted.iloc[1]["choices"][2] == "None"
+    by_question = accepted.set_index("question")["choices"]
+    assert by_question["2 + 2?"] == ["3", "4", "None"]
 
 
 def test_parquet(tmp_path):

@@ -148,6 +148,48 @@ def test_rationale_column_is_optional():
     assert accepted.iloc[0]["rationale"] is None
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        " a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5 \n",
+        "['a ) 1', 'b ) 2', 'c ) 3', 'd ) 4', 'e ) 5']",
+        "a ) a ) 1 , b ) b ) 2 , c ) c ) 3 , d ) d ) 4 , e ) e ) 5",
+    ],
+)
+def test_options_text_is_kept_as_written_and_the_row_id_still_hashes_clean_choices(options):
+    accepted, rejected = run(pd.DataFrame([allenai(options=options)]))
+    assert rejected.empty
+    row = accepted.iloc[0]
+    assert row["raw_options"] == options
+    assert row["choices"] == FIVE == parse_options(options)
+    assert row["row_id"] == make_row_id("mathqa", "what is 2 + 2 ?", parse_options(options))
+
+
+@pytest.mark.parametrize(
+    ("row", "raw_options"),
+    [
+        ({"question": "q ?", "options": JOINED, "correct_option": "a"}, JOINED),
+        (
+            {
+                "question": "q ?",
+                "options": dict(zip("ABCDE", FIVE, strict=True)),
+                "correct_option": "a",
+            },
+            None,
+        ),
+        ({"problem": "q ?", "options": JOINED, "correct": "a"}, JOINED),
+        ({"problem": "q ?", "options": FIVE, "correct": "a"}, None),
+        ({"problem": "q ?", "options": np.array(FIVE), "correct": "a"}, None),
+        ({"problem": "q ?", "options": [JOINED], "correct": "a"}, None),
+    ],
+    ids=["calc-text", "calc-mapping", "lowercase-text", "list", "array", "list-of-one-text"],
+)
+def test_raw_options_only_where_every_layout_gives_one_text(row, raw_options):
+    accepted, rejected = run(pd.DataFrame([row]))
+    assert rejected.empty
+    assert accepted.iloc[0]["raw_options"] == raw_options
+
+
 @pytest.mark.parametrize("correct", ["a", "C", " d ", "E", "b )"])
 def test_correct_letter_any_case(correct):
     accepted, _ = run(pd.DataFrame([allenai(correct=correct)]))
@@ -190,8 +232,14 @@ def test_duplicates_and_mixed_rows_keep_the_invariant():
     accepted, rejected = run(raw)
     assert accepted["question"].tolist() == ["what is 2 + 2 ?", "other ?"]
     row_id = make_row_id("mathqa", "what is 2 + 2 ?", ["2", "3", "4", "5", "6"])
-    assert rejected["reason"].tolist()[0] == f"duplicate of row {row_id} in the same split"
-    assert rejected["row_id"].tolist()[1] == "mathqa-train-row3"
+    # The duplicate keeps its content id; the row whose options do not parse, its position.
+    assert rejected["row_id"].tolist() == [row_id, "mathqa-train-row3"]
+    with pytest.raises(ValueError) as junk:
+        parse_options("junk")
+    assert rejected["reason"].tolist() == [
+        f"duplicate of row {row_id} in the same split",
+        f"options: {junk.value}",
+    ]
 
 
 def test_unknown_layout_names_origin_columns_and_every_layout():

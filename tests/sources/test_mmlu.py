@@ -34,15 +34,14 @@ def test_flat_layout_is_normalized():
     assert list(accepted.columns) == QUESTION_COLUMNS
     assert list(rejected.columns) == REJECT_COLUMNS
     assert rejected.empty
-    first = accepted.iloc[0]
-    assert first["row_id"] == make_row_id("mmlu", "Capital of France?", CHOICES)
-    assert (first["source"], first["task"], first["split"], first["subject"]) == (
-        "mmlu",
-        "mmlu",
-        "test",
-        "geo",
-    )
-    assert first["choices"] == CHOICES
+    assert accepted["row_id"].tolist() == [
+        make_row_id("mmlu", question, CHOICES)
+        for question in ("Capital of France?", "Capital of Italy?")
+    ]
+    for column, value in [("source", "mmlu"), ("task", "mmlu"), ("split", "test")]:
+        assert accepted[column].tolist() == [value, value], column
+    assert accepted["subject"].tolist() == ["geo", "geo"]
+    assert accepted["choices"].tolist() == [CHOICES, CHOICES]
     assert accepted["answer"].tolist() == [0, 1]
     assert accepted["rationale"].tolist() == [None, None]
 
@@ -146,7 +145,11 @@ def test_reject_row_id_is_the_content_hash_when_question_and_choices_parse():
 def test_reject_row_id_falls_back_to_position():
     raw = pd.DataFrame([flat(), flat(), flat(question="")], index=[10, 20, 30])
     _, rejected = run(raw, split="validation")
-    assert rejected["row_id"].tolist()[-1] == "mmlu-validation-row2"
+    # Position in the frame (2), not the index label (30); the duplicate keeps its content id.
+    assert rejected["row_id"].tolist() == [
+        make_row_id("mmlu", "Capital of France?", CHOICES),
+        "mmlu-validation-row2",
+    ]
 
 
 def test_duplicates_within_the_split_are_rejected():
@@ -161,8 +164,10 @@ def test_duplicates_within_the_split_are_rejected():
 def test_nested_row_that_is_not_a_struct_is_rejected():
     raw = pd.DataFrame({"train": [{"question": "Q", "choices": CHOICES, "answer": 0}, 5, "oops"]})
     accepted, rejected = run(raw, split="train")
-    assert len(accepted) == 1
-    assert all(reason.startswith("train: expected a struct") for reason in rejected["reason"])
+    assert accepted["question"].tolist() == ["Q"]
+    expected = "train: expected a struct with fields question, subject, choices, answer, found"
+    assert rejected["row_id"].tolist() == ["mmlu-train-row1", "mmlu-train-row2"]
+    assert rejected["reason"].tolist() == [f"{expected} int 5", f"{expected} str 'oops'"]
 
 
 def test_nested_struct_given_as_json_text_is_read():

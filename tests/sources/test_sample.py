@@ -24,8 +24,9 @@ def test_mmlu_raw_layouts(mmlu_raw):
     train = mmlu_raw["train"]
     assert list(train.columns) == ["train"]
     assert len(train) == SIZES["train"]
-    struct = train.iloc[0]["train"]
-    assert set(struct) == {"question", "subject", "choices", "answer"}
+    assert {frozenset(struct) for struct in train["train"]} == {
+        frozenset({"question", "subject", "choices", "answer"})
+    }
     assert {row["subject"] for row in train["train"]} == {""}
     for split in ("validation", "test"):
         frame = mmlu_raw[split]

@@ -1,13 +1,15 @@
-"""The packed recipe computes the seed's loss and gradients, faster: rows joined without padding,
-attention kept inside each row, logits only at the labelled positions."""
+"""The packed recipe computes the padded recipe's loss and gradients, faster: rows joined without
+padding, attention kept inside each row, logits only at the labelled positions."""
 
 from itertools import chain
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 
-from gemma_pipeline.config import ModelParams, ParameterError, TrainQloraParams
+from gemma_pipeline.config import ModelParams, ParameterError, TrainQloraParams, parse_params
 from gemma_pipeline.modeling import load_causal_lm
 from gemma_pipeline.training.data import (
     IGNORE_INDEX,
@@ -15,7 +17,7 @@ from gemma_pipeline.training.data import (
     PackingCollator,
     real_token_count,
 )
-from gemma_pipeline.training.recipe import SEED_PAD_TO, micro_batching
+from gemma_pipeline.training.recipe import PADDED_PAD_TO, micro_batching
 from gemma_pipeline.training.run import build_trainer
 from gemma_pipeline.training.trainer import selective_causal_lm_loss
 
@@ -85,8 +87,8 @@ def test_packing_keeps_only_the_answer_letter_when_asked(tiny_tokenizer):
     assert batch["labels"][0, 15] == rows[0]["input_ids"][5]
 
 
-def test_seed_collation_pads_every_row_to_512(tiny_tokenizer):
-    batch = CompletionCollator(tiny_tokenizer.pad_token_id, pad_to=SEED_PAD_TO)(
+def test_padded_collation_pads_every_row_to_512(tiny_tokenizer):
+    batch = CompletionCollator(tiny_tokenizer.pad_token_id, pad_to=PADDED_PAD_TO)(
         _rows(tiny_tokenizer, [5, 9])
     )
     assert batch["input_ids"].shape == (2, 512)
@@ -154,15 +156,26 @@ def _params(tmp_path, **overrides):
     return TrainQloraParams.model_validate(values)
 
 
-def test_the_seed_recipe_is_one_parameter_away(tmp_path):
-    packed, seed = _params(tmp_path), _params(tmp_path, recipe="seed")
+def test_the_padded_recipe_is_one_parameter_away(tmp_path):
+    packed, padded = _params(tmp_path), _params(tmp_path, recipe="padded")
     assert packed.recipe == "packed"  # the default
     assert micro_batching(packed) == (8, 1)
-    assert micro_batching(seed) == (4, 2)  # same 8 examples per optimizer step
+    assert micro_batching(padded) == (4, 2)  # same 8 examples per optimizer step
     with pytest.raises(ParameterError, match="multiple of 4"):
-        from gemma_pipeline.config import parse_params
+        parse_params(
+            TrainQloraParams, {"recipe": "padded", "per_device_train_batch_size": 6}, "train_qlora"
+        )
 
-        parse_params(TrainQloraParams, {"recipe": "seed", "per_device_train_batch_size": 6}, "t")
+
+def test_a_config_with_the_old_recipe_name_fails_naming_the_key():
+    """``recipe: seed`` (the padded recipe's old name) in an otherwise valid conf/base."""
+    conf = Path(__file__).resolve().parents[2] / "conf/base/parameters_train_qlora.yml"
+    section = yaml.safe_load(conf.read_text())["train_qlora"]
+    with pytest.raises(ParameterError) as error:
+        parse_params(TrainQloraParams, section | {"recipe": "seed"}, "train_qlora")
+    problems = str(error.value).splitlines()[1:]
+    assert len(problems) == 1 and problems[0].startswith("  train_qlora.recipe: ")
+    assert "'packed'" in problems[0] and "'padded'" in problems[0]
 
 
 def test_both_recipes_give_the_trainer_the_same_loss(tmp_path, tiny_model_dir, tiny_tokenizer):
@@ -170,7 +183,7 @@ def test_both_recipes_give_the_trainer_the_same_loss(tmp_path, tiny_model_dir, t
     data = Dataset.from_list(rows)
     model_params = ModelParams(name_or_path=str(tiny_model_dir), dtype="float32")
     losses = {}
-    for recipe in ("seed", "packed"):
+    for recipe in ("padded", "packed"):
         trainer, setup = build_trainer(data, _params(tmp_path, recipe=recipe), model_params)
         assert setup["setup"]["attention"] == "eager"  # keeps Gemma-2's attention softcap
         collator = trainer.data_collator
@@ -182,7 +195,7 @@ def test_both_recipes_give_the_trainer_the_same_loss(tmp_path, tiny_model_dir, t
             with torch.no_grad():
                 total += trainer.compute_loss(trainer.model, batch, num_items_in_batch=32).item()
         losses[recipe] = total
-    assert losses["packed"] == pytest.approx(losses["seed"], rel=1e-4)
+    assert losses["packed"] == pytest.approx(losses["padded"], rel=1e-4)
 
 
 def test_packed_width_rounds_up_to_whole_blocks():

@@ -100,8 +100,16 @@ def test_training_lowers_the_loss(tmp_path, tiny_model_dir, tiny_tokenizer):
     assert len(losses) == 20
     # A random 2-layer model with frozen embeddings cannot go far, but it must go down.
     assert sum(losses[-3:]) / 3 < 0.9 * sum(losses[:3]) / 3
-    assert history["trainable_parameters"] > 0
-    assert hasattr(adapter, "peft_config")
+    # LoRA trains r × (in + out) weights on every targeted projection, nothing else.
+    base = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x")
+    lora_weights = sum(
+        params.lora.r * (module.in_features + module.out_features)
+        for name, module in base.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and name.rsplit(".", 1)[-1] in params.lora.target_modules
+    )
+    assert history["trainable_parameters"] == lora_weights
+    assert adapter.peft_config["default"].r == params.lora.r
 
 
 def test_a_killed_run_resumes_to_the_same_adapter(

@@ -8,16 +8,17 @@ once), with pooled standard errors for the groups.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gemma_pipeline.prompting import ChatFormat
+
+from . import statistics
 from .engine import generate_until, loglikelihood
-from .tasks import TASKS, ChatFormat, GenerationDoc, MultipleChoiceDoc, PromptStyle, gsm8k
+from .tasks import TASKS, GenerationDoc, MultipleChoiceDoc, PromptStyle, gsm8k
 from .tasks.mmlu import CATEGORY_OF
 
 
@@ -88,7 +89,7 @@ def score_generation(
     return pd.DataFrame(rows)
 
 
-def run_benchmark(
+def score_benchmark(
     model: Any,
     tokenizer: Any,
     questions: pd.DataFrame,
@@ -100,82 +101,92 @@ def run_benchmark(
     max_batch_tokens: int = 16384,
     generation_batch_size: int = 32,
     label: str = "",
-) -> tuple[pd.DataFrame, float]:
-    """Per-document scores of one (task, shots, style), and the seconds it took."""
+) -> pd.DataFrame:
+    """Per-document scores of one (task, shots, style)."""
     docs = task_docs(questions, task, num_fewshot, style, chat)
     desc = f"{label} {task} {num_fewshot}-shot {style}".strip()
-    started = time.perf_counter()
     if task == "gsm8k":
-        scores = score_generation(
-            model, tokenizer, docs, batch_size=generation_batch_size, desc=desc
-        )
-    else:
-        scores = score_multiple_choice(
-            model, tokenizer, docs, max_batch_tokens=max_batch_tokens, desc=desc
-        )
-    return scores, time.perf_counter() - started
+        return score_generation(model, tokenizer, docs, batch_size=generation_batch_size, desc=desc)
+    return score_multiple_choice(
+        model, tokenizer, docs, max_batch_tokens=max_batch_tokens, desc=desc
+    )
 
 
-# --- aggregation ------------------------------------------------------------------------------
+# --- summarizing --------------------------------------------------------------------------------
+
+#: What each prompt style is, for the report.
+PROMPT_STYLES = {
+    "plain": "lm-evaluation-harness's own prompt text (comparable with published numbers)",
+    "chat": "the chat template and format_prompts templates the fine-tune was trained on",
+}
 
 
-def mean_and_stderr(values: Sequence[float] | pd.Series) -> dict[str, float | None]:
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    mean = float(values.mean()) if n else math.nan
-    stderr = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else None
-    return {"value": mean, "stderr": stderr, "n": n}
+def _record(metric: str, estimate: statistics.Estimate, level: str = "task", group=None) -> dict:
+    return {"metric": metric, "level": level, "group": group, **estimate.as_dict()}
 
 
-def pooled_stderr(parts: Sequence[dict[str, Any]]) -> float | None:
-    """lm-eval's ``pooled_sample_stderr``: the SE of the size-weighted mean of subgroups."""
-    sizes = [p["n"] for p in parts]
-    if sum(sizes) - len(parts) <= 0 or any(p["stderr"] is None for p in parts):
-        return None
-    total = sum(sizes)
-    mean = sum(p["value"] * n for p, n in zip(parts, sizes, strict=True)) / total
-    variance = sum(
-        (n - 1) * (p["stderr"] ** 2 * n) + n * (p["value"] - mean) ** 2
-        for p, n in zip(parts, sizes, strict=True)
-    ) / (total - 1)
-    return math.sqrt(variance / total)
-
-
-def summarize(task: str, scores: pd.DataFrame) -> dict[str, Any]:
-    """Metrics of one (task, shots, style) from its per-document scores."""
+def task_metrics(task: str, scores: pd.DataFrame) -> list[dict[str, Any]]:
+    """lm-eval's metrics of one (task, shots, style) from its per-document scores, as records
+    (metric, level, group, value, stderr, n): MMLU also per category and per subject."""
     if task == "gsm8k":
-        return {
-            f"exact_match,{name}": mean_and_stderr(scores[f"exact_match_{name}"])
+        return [
+            _record(f"exact_match,{name}", statistics.mean(scores[f"exact_match_{name}"]))
             for name in gsm8k.FILTERS
-        }
-    summary: dict[str, Any] = {"acc": mean_and_stderr(scores["acc"])}
+        ]
+    acc = statistics.mean(scores["acc"])
     if task == "mathqa":  # lm-eval's metrics: mathqa acc and acc_norm, mmlu acc
-        summary["acc_norm"] = mean_and_stderr(scores["acc_norm"])
-        return summary
+        return [_record("acc", acc), _record("acc_norm", statistics.mean(scores["acc_norm"]))]
     subjects = {
-        subject: mean_and_stderr(rows["acc"])
+        subject: statistics.mean(rows["acc"])
         for subject, rows in scores.groupby("subject", sort=True)
     }
-    categories: dict[str, Any] = {}
-    for category in sorted({CATEGORY_OF.get(s, "unmapped") for s in subjects}):
-        parts = [m for s, m in subjects.items() if CATEGORY_OF.get(s, "unmapped") == category]
-        categories[category] = {
-            "value": sum(p["value"] * p["n"] for p in parts) / sum(p["n"] for p in parts),
-            "stderr": pooled_stderr(parts),
-            "n": sum(p["n"] for p in parts),
-        }
+    category_of = {subject: CATEGORY_OF.get(subject, "unmapped") for subject in subjects}
+    categories = {
+        category: statistics.pooled([m for s, m in subjects.items() if category_of[s] == category])
+        for category in sorted(set(category_of.values()))
+    }
     # acc is the micro average (every question once); lm-eval gives it the pooled standard error
     # (undefined when a subject has one question: then the plain one stays).
-    pooled = pooled_stderr(list(subjects.values()))
-    if pooled is not None:
-        summary["acc"]["stderr"] = pooled
-    summary["acc_macro"] = {
-        "value": float(np.mean([m["value"] for m in subjects.values()])),
-        # The mean of independent subject means: its SE from theirs.
-        "stderr": math.sqrt(sum((m["stderr"] or 0.0) ** 2 for m in subjects.values()))
-        / len(subjects),
-        "n": len(subjects),
+    pooled = statistics.pooled(list(subjects.values()))
+    if pooled.stderr is not None:
+        acc = statistics.Estimate(acc.value, pooled.stderr, acc.n)
+    return [
+        _record("acc", acc),
+        _record("acc_macro", statistics.mean_of_means(list(subjects.values()))),
+        *(_record("acc", m, "category", c) for c, m in categories.items()),
+        *(_record("acc", m, "subject", s) for s, m in subjects.items()),
+    ]
+
+
+RUN_KEYS = ["task", "shots", "style"]
+
+
+def summarize_benchmarks(
+    predictions: pd.DataFrame, lm_eval_results: dict[str, Any]
+) -> dict[str, Any]:
+    """``benchmark_metrics``: one record per (task, shots, style, model, metric, level, group),
+    from the stored per-document predictions, and the lm-eval pass-through's own metrics."""
+    if predictions.empty and not lm_eval_results.get("models"):
+        raise ValueError("benchmark_predictions is empty and lm-eval ran no task")
+    runs = predictions[RUN_KEYS].drop_duplicates().to_dict(orient="records")
+    records = []
+    for label in ("base", "finetuned"):
+        mine = predictions[predictions["model"] == label]
+        for run in runs:
+            rows = mine[(mine[RUN_KEYS] == pd.Series(run)).all(axis=1)]
+            identity = {**run, "shots": int(run["shots"]), "model": label}
+            records += [{**identity, **record} for record in task_metrics(run["task"], rows)]
+        for task, spec in (lm_eval_results.get("models", {}).get(label) or {}).items():
+            records += [
+                {"task": task, "shots": spec["num_fewshot"], "style": "lm-eval", "model": label}
+                | _record(metric, statistics.Estimate(value["value"], value["stderr"], None))
+                for metric, value in spec["metrics"].items()
+            ]
+    first = predictions.iloc[0] if not predictions.empty else {}
+    return {
+        "base_model": first.get("base_model", lm_eval_results.get("base_model")),
+        "adapter": first.get("adapter", lm_eval_results.get("adapter")),
+        "prompt_styles": PROMPT_STYLES,
+        "runs": [{**run, "shots": int(run["shots"])} for run in runs],
+        "records": records,
     }
-    summary["categories"] = categories
-    summary["subjects"] = subjects
-    return summary

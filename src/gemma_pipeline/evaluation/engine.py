@@ -9,6 +9,8 @@ decoding and stop handling), only faster:
   once, and their KV cache is reused by every batch that starts with them;
 - requests with the same input tokens share a row (MMLU's four one-token answers are read off
   one position), and logits are projected only at the positions that are scored;
+- the same engine scores the held-out diagnostics (``evaluation/heldout.py``): their requests
+  keep the chat prompt intact (``LoglikelihoodRequest.intact_context``);
 - generation is batched greedy decoding with a KV cache (``model.generate``) that stops every
   row at lm-eval's stop sequences.
 """
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from gemma_pipeline.modeling.heads import project_to_logits, run_backbone
+from gemma_pipeline.prompting import encode_continuation, encode_prompts
 
 #: Positions projected through the LM head at once (x vocabulary x 4 bytes of float32 logits).
 HEAD_CHUNK = 256
@@ -36,6 +39,11 @@ class LoglikelihoodRequest:
     # A leading part of ``context`` that many requests share (a few-shot block). Its tokens run
     # through the model once; "" shares nothing. It never changes the result, only the speed.
     shared_prefix: str = ""
+    # False: lm-eval's pair encoding (the whole text is encoded and split after the context,
+    # whose trailing whitespace moves into the continuation). True: the context is encoded as
+    # written and the continuation on its own, so a chat prompt keeps its final newline and the
+    # continuation's first token is the one training put a label on.
+    intact_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,46 +60,41 @@ class GenerationRequest:
     max_gen_toks: int = 256
 
 
-class Encoder:
-    """lm-eval's tokenization rules for a causal LM (``HFLM.tok_encode`` / ``_encode_pair``).
+def encode_pairs(
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[tuple[str, str]],
+    intact: Sequence[bool] | None = None,
+) -> list[tuple[list[int], list[int]]]:
+    """(context tokens, continuation tokens) per (context, continuation) pair.
 
-    The tokenizer's own special tokens are added (Gemma's BOS), except when the text already
-    starts with the BOS string (chat-templated prompts carry it).
+    lm-eval's rule for a causal LM (``HFLM._encode_pair``): the whole text is encoded and split
+    after the context's tokens, and trailing spaces of the context move to the continuation.
+    Where ``intact[i]``: the context as written, the continuation encoded on its own. Every
+    context gets exactly one BOS (``prompting.encode_prompts``).
     """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.tokenizer = tokenizer
-        self.bos = tokenizer.bos_token
-
-    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        if self.bos and any(text.startswith(self.bos) for text in texts):
-            return [self.encode(text) for text in texts]
-        return self.tokenizer(list(texts))["input_ids"]  # one batched (parallel) call
-
-    def encode(self, text: str) -> list[int]:
-        add_special = not (self.bos and text.startswith(self.bos))
-        return self.tokenizer(text, add_special_tokens=add_special)["input_ids"]
-
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """(context tokens, continuation tokens) per pair: the whole text is encoded and split
-        after the context's tokens; trailing spaces of the context move to the continuation."""
-        contexts, wholes = [], []
-        for context, continuation in pairs:
-            n_spaces = len(context) - len(context.rstrip())
-            if n_spaces:
-                continuation = context[-n_spaces:] + continuation
-                context = context[:-n_spaces]
-            contexts.append(context)
-            wholes.append(context + continuation)
-        unique_contexts = list(dict.fromkeys(contexts))
-        context_ids = dict(zip(unique_contexts, self.encode_many(unique_contexts), strict=True))
-        whole_ids = self.encode_many(wholes)
-        return [
-            (context_ids[context], whole[len(context_ids[context]) :])
-            for context, whole in zip(contexts, whole_ids, strict=True)
-        ]
+    intact = list(intact) if intact is not None else [False] * len(pairs)
+    contexts, wholes = [], []
+    for (context, continuation), keep in zip(pairs, intact, strict=True):
+        n_spaces = 0 if keep else len(context) - len(context.rstrip())
+        if n_spaces:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        contexts.append(context)
+        wholes.append(context + continuation)
+    unique_contexts = list(dict.fromkeys(contexts))
+    context_ids = dict(
+        zip(unique_contexts, encode_prompts(tokenizer, unique_contexts), strict=True)
+    )
+    split = [i for i, keep in enumerate(intact) if not keep]
+    whole_ids = dict(zip(split, encode_prompts(tokenizer, [wholes[i] for i in split]), strict=True))
+    encoded = []
+    for i, ((_, continuation), context) in enumerate(zip(pairs, contexts, strict=True)):
+        ids = context_ids[context]
+        if intact[i]:
+            encoded.append((ids, encode_continuation(tokenizer, continuation)))
+        else:
+            encoded.append((ids, whole_ids[i][len(ids) :]))
+    return encoded
 
 
 @dataclass
@@ -146,10 +149,13 @@ def loglikelihood(
     if not requests:
         return []
     device = next(model.parameters()).device
-    encoder = Encoder(tokenizer)
-    encoded = encoder.encode_pairs([(r.context, r.continuation) for r in requests])
+    encoded = encode_pairs(
+        tokenizer,
+        [(r.context, r.continuation) for r in requests],
+        [r.intact_context for r in requests],
+    )
     prefixes = list(dict.fromkeys(r.shared_prefix for r in requests if r.shared_prefix))
-    prefix_ids = dict(zip(prefixes, encoder.encode_many(prefixes), strict=True))
+    prefix_ids = dict(zip(prefixes, encode_prompts(tokenizer, prefixes), strict=True))
 
     # Group requests by the tokens their shared prefix really contributes: the KV of a token
     # depends only on the tokens before it, so any common leading run of tokens can be reused.
@@ -274,8 +280,7 @@ def generate_until(
     if not requests:
         return []
     device = next(model.parameters()).device
-    encoder = Encoder(tokenizer)
-    contexts = encoder.encode_many([r.context for r in requests])
+    contexts = encode_prompts(tokenizer, [r.context for r in requests])
     eos = tokenizer.eos_token_id
     eos_text = tokenizer.decode([eos]) if eos is not None else ""
     order = sorted(range(len(requests)), key=lambda i: -len(contexts[i]))

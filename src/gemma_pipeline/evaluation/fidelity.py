@@ -1,9 +1,10 @@
 """The project's benchmark scores against lm-evaluation-harness's, on the same model and rows.
 
 The rows are raw sample files on disk: lm-eval reads them through its registered task configs
-(dataset pointed at the files); the project ingests them with ``ingest_benchmarks`` (loader:
-local). Used by the fidelity tests and by ``python -m gemma_pipeline.evaluation.fidelity``,
-which prints the comparison table of docs/evaluation.md.
+(dataset pointed at the files); the project reads them as its ingest does
+(``sources.ingest.read_benchmarks``, loader: local). Used by the fidelity tests and by
+``python -m gemma_pipeline.evaluation.fidelity``, which prints the comparison table of
+docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from gemma_pipeline.evaluation.benchmarks import run_benchmark, summarize
+from gemma_pipeline.config import IngestParams
+from gemma_pipeline.evaluation.benchmarks import score_benchmark, task_metrics
 from gemma_pipeline.evaluation.lm_eval_bridge import run_tasks, task_config
-from gemma_pipeline.pipelines.ingest.nodes import ingest_benchmarks
 from gemma_pipeline.sources import generate_gsm8k_raw, generate_mathqa_raw, generate_mmlu_raw
+from gemma_pipeline.sources.ingest import read_benchmarks
 
 
 def _write(frame: pd.DataFrame, path: Path) -> str:
@@ -56,11 +58,17 @@ def write_benchmark_files(folder: Path, sizes: dict[str, int], seed: int = 0) ->
 
 
 def ingest_same_rows(files: dict) -> pd.DataFrame:
+    """The benchmark rows of ``files`` as the pipeline ingests them; every row must be usable,
+    or the two harnesses would not score the same documents."""
     sources = {
         task: {"task": task, "loader": "local", "local": splits} for task, splits in files.items()
     }
-    questions, rejected = ingest_benchmarks({"sources": {}, "benchmarks": sources})
-    assert rejected.empty, rejected
+    params = IngestParams.model_validate({"sources": {}, "benchmarks": sources})
+    questions, rejected, _ = read_benchmarks(params)
+    if not rejected.empty:
+        raise ValueError(
+            "ingest rejected rows that lm-eval would score:\n" + rejected.to_string(max_rows=10)
+        )
     return questions
 
 
@@ -102,8 +110,12 @@ def compare_with_lm_eval(
             num_fewshot=shots if task == "mmlu" else None,
             log_samples=True,
         )
-        scores, _ = run_benchmark(model, tokenizer, questions, task, shots, "plain")
-        ours = summarize(task, scores)
+        scores = score_benchmark(model, tokenizer, questions, task, shots, "plain")
+        ours = {
+            record["metric"]: record
+            for record in task_metrics(task, scores)
+            if record["level"] == "task"
+        }
         for metric, their_key in METRICS[task].items():
             their_value, n = _lm_eval_means(theirs, their_key)
             rows.append(

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
+from gemma_pipeline.config import LmEvalTask
+
 logger = logging.getLogger(__name__)
 
 
@@ -104,3 +106,18 @@ def fold_results(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, fl
             }
         folded[task] = metrics
     return folded
+
+
+def run_lm_eval_tasks(
+    model: Any, tokenizer: Any, specs: Sequence[LmEvalTask], *, batch_size: int
+) -> dict[str, dict[str, Any]]:
+    """Each configured task run by lm-eval itself: {task: {num_fewshot, metrics}}."""
+    outcome: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        config = task_config(spec.task, spec.data_files)
+        results = run_tasks(
+            model, tokenizer, [config], batch_size=batch_size, num_fewshot=spec.num_fewshot
+        )
+        for task, metrics in fold_results(results).items():
+            outcome[task] = {"num_fewshot": spec.num_fewshot, "metrics": metrics}
+    return outcome

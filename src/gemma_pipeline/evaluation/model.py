@@ -8,7 +8,7 @@ from peft import PeftModel
 
 from gemma_pipeline.config import ModelParams, QuantizationParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
-from gemma_pipeline.training.recipe import get_quantization_config
+from gemma_pipeline.modeling.quantization import get_quantization_config
 
 
 def load_base_for_evaluation(

@@ -44,7 +44,7 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-def plot_per_subject(metrics: Mapping[str, Any]) -> Figure:
+def plot_per_subject(heldout_metrics: Mapping[str, Any]) -> Figure:
     """Letter accuracy per subject, base vs fine-tuned with ±1 SE bars, one panel per task.
 
     Horizontal bars, because MMLU has 57 subjects and their names are long; panel heights follow
@@ -52,7 +52,7 @@ def plot_per_subject(metrics: Mapping[str, Any]) -> Figure:
     """
     tasks = [
         (task, result.get("per_subject") or [])
-        for task, result in sorted((metrics.get("tasks") or {}).items())
+        for task, result in sorted((heldout_metrics.get("tasks") or {}).items())
         if isinstance(result, Mapping)
     ]
     tasks = [(task, rows) for task, rows in tasks if rows]

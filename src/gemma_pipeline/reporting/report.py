@@ -1,41 +1,42 @@
-"""The run report: results, letter spread, per-subject accuracy, training, data and versions.
+"""The run report: results, letter spread, per-subject accuracy, benchmarks, training, data and
+versions, as blocks (``reporting.blocks``) rendered to markdown and to a self-contained HTML page.
 
-The content is built once, as a list of blocks (headings, paragraphs, tables, code, figures),
-and rendered twice: to markdown and to a self-contained HTML page with the figures embedded.
-Both renderings therefore always say the same thing.
-
-Inputs are the run's JSON artifacts as loaded by the catalog (``metrics``, ``train_metrics``,
-``ingest_summary``) and the ``run_metadata`` the RunMetadataHook collects (versions only, no
-parameters). Configuration is shown as given: the caller redacts it
-(``gemma_pipeline.tracking.redact``).
+Inputs are the run's JSON artifacts as loaded by the catalog (``heldout_metrics``,
+``benchmark_metrics``, ``train_metrics``, ``ingest_summary``) and the ``run_metadata`` the
+RunMetadataHook collects (versions only, no parameters). Configuration is shown as given: the
+caller redacts it (``gemma_pipeline.tracking.redact``).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 import yaml
 
-from gemma_pipeline.reporting.plots import plot_per_subject
-
-__all__ = [
-    "ReportInputs",
-    "format_estimate",
-    "is_significant",
-    "letter_spread_rows",
-    "per_subject_rows",
-    "plot_per_subject",
-    "render_html",
-    "render_markdown",
-    "report_blocks",
-    "results_table_rows",
-    "task_summary",
-]
+from gemma_pipeline.reporting.blocks import (
+    Block,
+    Bullets,
+    Cell,
+    CodeBlock,
+    FigureRef,
+    Heading,
+    Paragraph,
+    Styled,
+    Table,
+    render_html_page,
+    render_markdown_blocks,
+)
+from gemma_pipeline.reporting.formatting import (
+    MISSING,
+    format_estimate,
+    format_number,
+    is_number,
+    is_significant,
+)
 
 #: Metrics that are shares of questions: shown in percent, their changes in points.
 PERCENT_METRICS = frozenset({"letter_acc", "option_acc", "option_acc_norm", "letter_prob_mass"})
@@ -48,52 +49,6 @@ METRIC_NOTES = {
     "completion_perplexity": "perplexity of the reference answer (lower is better)",
     "predicted_letter_entropy": "spread of predicted letters: 1 = all letters equally, 0 = one",
 }
-
-MISSING = "—"
-
-
-# --- numbers ----------------------------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def format_number(value: Any, *, percent: bool, signed: bool = False) -> str:
-    """A share in percent with one decimal, anything else to 3 significant digits."""
-    if not _is_number(value):
-        return MISSING
-    sign = "+" if signed else ""
-    if percent:
-        return f"{value * 100:{sign}.1f}"
-    return f"{float(f'{value:.3g}'):{sign}.{_decimals(value)}f}"
-
-
-def _decimals(value: float) -> int:
-    # Decimals that 3 significant digits leave: 12.345 -> 1, 0.0123 -> 4, 1234.5 -> 0.
-    if value == 0:
-        return 0
-    return max(0, 2 - math.floor(math.log10(abs(float(f"{value:.3g}")))))
-
-
-def format_estimate(value: Any, se: Any, *, percent: bool, signed: bool = False) -> str:
-    """``"25.0 ± 4.4"``; the bare value where there is no SE; ``"—"`` where no value.
-
-    The SE gets as many decimals as the value, so both read at the same precision.
-    """
-    text = format_number(value, percent=percent, signed=signed)
-    if text == MISSING or not _is_number(se):
-        return text
-    if percent:
-        return f"{text} ± {se * 100:.1f}"
-    return f"{text} ± {se:.{_decimals(value) if value else _decimals(se)}f}"
-
-
-def is_significant(change: Any, change_se: Any, significance_se: float = 2.0) -> bool:
-    """Whether ``|change| > significance_se · SE`` (never without both numbers)."""
-    if not (_is_number(change) and _is_number(change_se)):
-        return False
-    return abs(change) > significance_se * change_se
 
 
 # --- tables as data ---------------------------------------------------------------------------
@@ -191,12 +146,12 @@ def per_subject_rows(
 
 
 def _top_letter(stats: Mapping[str, Any]) -> tuple[str, float] | None:
-    shares = {k: v for k, v in (stats.get("shares") or {}).items() if _is_number(v)}
+    shares = {k: v for k, v in (stats.get("shares") or {}).items() if is_number(v)}
     if not shares:
         return None
     letter = max(sorted(shares), key=shares.__getitem__)
     share = stats.get("max_share")
-    return letter, float(share if _is_number(share) else shares[letter])
+    return letter, float(share if is_number(share) else shares[letter])
 
 
 def task_summary(
@@ -211,7 +166,7 @@ def task_summary(
     n = result.get("n")
     head = f"{task} (n = {n})" if n is not None else task
     row = next((m for m in result.get("metrics") or [] if m.get("metric") == "letter_acc"), None)
-    if row is None or not _is_number(row.get("change")):
+    if row is None or not is_number(row.get("change")):
         sentences = [f"{head}: letter accuracy could not be compared."]
     else:
         change, se = row["change"], row.get("change_se")
@@ -220,7 +175,7 @@ def task_summary(
             f"{format_number(row.get('finetuned'), percent=True)}%, a paired change of "
             f"{format_number(change, percent=True, signed=True)} points"
         )
-        if not _is_number(se):
+        if not is_number(se):
             text += ", with no standard error to judge it by (too few questions)."
         else:
             bound = format_number(significance_se * se, percent=True)
@@ -257,67 +212,14 @@ def task_summary(
     return " ".join(sentences)
 
 
-# --- blocks -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Styled:
-    """A table cell's text shown bold (``strong``) or as code (``code``)."""
-
-    text: str
-    style: Literal["strong", "code"]
-
-
-Cell = str | Styled
-
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: Sequence[str]
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: Sequence[str]
-    rows: Sequence[Sequence[Cell]]
-    # "l" or "r" per column; numbers read best right-aligned.
-    align: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class CodeBlock:
-    text: str
-    language: str = ""
-
-
-@dataclass(frozen=True)
-class FigureRef:
-    """A figure: embedded as base64 PNG in HTML, pointed to by catalog dataset in markdown."""
-
-    key: str
-    caption: str
-    dataset: str
-
-
-Block = Heading | Paragraph | Bullets | Table | CodeBlock | FigureRef
+# --- sections ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ReportInputs:
     """Everything one report shows. ``config`` is shown as given: redact it first."""
 
-    metrics: Mapping[str, Any]
+    heldout_metrics: Mapping[str, Any]
     train_metrics: Mapping[str, Any] = field(default_factory=dict)
     ingest_summary: Mapping[str, Any] = field(default_factory=dict)
     run_metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -334,7 +236,7 @@ def _strong_if(text: str, condition: bool) -> Cell:
 
 
 def _results_blocks(inputs: ReportInputs) -> list[Block]:
-    metrics, k = inputs.metrics, inputs.significance_se
+    metrics, k = inputs.heldout_metrics, inputs.significance_se
     rows = results_table_rows(metrics, k)
     blocks: list[Block] = [
         Heading("Results"),
@@ -431,7 +333,7 @@ def _results_blocks(inputs: ReportInputs) -> list[Block]:
 
 
 def _duration(seconds: Any) -> str:
-    if not _is_number(seconds):
+    if not is_number(seconds):
         return MISSING
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
@@ -461,7 +363,7 @@ def _training_blocks(train: Mapping[str, Any]) -> list[Block]:
         ["optimizer steps", str(train.get("global_steps", MISSING))],
         ["final train loss", format_number(train.get("final_train_loss"), percent=False)],
         ["wall time", _duration(train.get("wall_seconds"))],
-        ["trainable parameters", f"{params:,}" if _is_number(params) else MISSING],
+        ["trainable parameters", f"{params:,}" if is_number(params) else MISSING],
         ["device", str(setup.get("device", MISSING))],
         ["quantization", _quantization(setup)],
         ["run fingerprint", Styled(str(train.get("fingerprint", MISSING)), "code")],
@@ -580,17 +482,193 @@ def _versions_blocks(meta: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
-def _headline_metrics(run: Mapping[str, Any]) -> list[str]:
-    return [key for key, value in run.items() if isinstance(value, Mapping) and "value" in value]
+# --- benchmarks -------------------------------------------------------------------------------
+
+#: The style of the tasks lm-evaluation-harness ran itself (``evaluate.lm_eval_tasks``).
+LM_EVAL_STYLE = "lm-eval"
+_RUN_FIELDS = ("task", "shots", "style")
+_RECORD_FIELDS = (*_RUN_FIELDS, "model", "metric", "level", "group", "value", "stderr", "n")
+_MODELS = ("base", "finetuned")
+
+Run = tuple[str, Any, str]  # (task, shots, style)
+
+
+class NumberKey(NamedTuple):
+    """What one benchmark number is, whichever model it is of."""
+
+    task: str
+    shots: Any
+    style: str
+    level: str
+    group: Any
+    metric: str
+
+    @property
+    def run(self) -> Run:
+        return (self.task, self.shots, self.style)
+
+
+#: Per number, its record per model ("base", "finetuned").
+PairedRecords = dict[NumberKey, dict[str, Mapping[str, Any]]]
+
+
+def _require(entry: Any, fields: Sequence[str], where: str) -> None:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"benchmark_metrics {where}: expected a mapping, got {entry!r}")
+    missing = [name for name in fields if name not in entry]
+    if missing:
+        raise ValueError(f"benchmark_metrics {where}: missing {', '.join(missing)}")
+
+
+def benchmark_runs(bench: Mapping[str, Any]) -> list[Run]:
+    """The configured (task, shots, style) runs, in order (lm-eval's own tasks are not runs)."""
+    runs = []
+    for i, run in enumerate(bench.get("runs") or []):
+        _require(run, _RUN_FIELDS, f"runs[{i}]")
+        if run["style"] != LM_EVAL_STYLE:
+            runs.append((run["task"], run["shots"], run["style"]))
+    return runs
+
+
+def paired_records(bench: Mapping[str, Any]) -> PairedRecords:
+    """``benchmark_metrics["records"]`` by number and model, in the order numbers first appear.
+
+    A record missing a field, of another model, of a run not in ``runs`` (other than lm-eval's
+    own tasks) or repeating another is an error naming it: none is skipped.
+    """
+    if "records" not in bench:
+        raise ValueError(
+            "benchmark_metrics: no 'records' (a file from before the records layout? "
+            "re-run evaluate_benchmarks)"
+        )
+    runs = set(benchmark_runs(bench))
+    paired: PairedRecords = {}
+    for i, record in enumerate(bench["records"]):
+        where = f"records[{i}]"
+        _require(record, _RECORD_FIELDS, where)
+        key = NumberKey(*(record[name] for name in (*_RUN_FIELDS, "level", "group", "metric")))
+        if key.style != LM_EVAL_STYLE and key.run not in runs:
+            raise ValueError(f"benchmark_metrics {where}: run {key.run} is not in runs")
+        if record["model"] not in _MODELS:
+            raise ValueError(
+                f"benchmark_metrics {where}: model {record['model']!r} is not one of {_MODELS}"
+            )
+        models = paired.setdefault(key, {})
+        if record["model"] in models:
+            raise ValueError(f"benchmark_metrics {where}: repeats the {record['model']} {key}")
+        models[record["model"]] = record
+    return paired
+
+
+def _count(models: Mapping[str, Mapping[str, Any]]) -> str:
+    # The base model's count; the fine-tuned one's where only it was scored.
+    n = (models.get("base") or models["finetuned"]).get("n")
+    return MISSING if n is None else str(n)
+
+
+def _estimate(record: Mapping[str, Any] | None) -> str:
+    record = record or {}
+    return format_estimate(record.get("value"), record.get("stderr"), percent=True)
+
+
+def benchmark_table_rows(
+    bench: Mapping[str, Any], significance_se: float = 2.0
+) -> list[dict[str, Any]]:
+    """One row per run (in ``runs`` order) and task-level metric: formatted base, fine-tuned
+    and change (``significant``: beyond ``significance_se`` unpaired SE), and the count ``n``.
+    """
+    paired = paired_records(bench)
+    rows = []
+    for run in benchmark_runs(bench):
+        for key, models in paired.items():
+            if key.run != run or key.level != "task":
+                continue
+            base, tuned = models.get("base", {}), models.get("finetuned", {})
+            b, f = base.get("value"), tuned.get("value")
+            change = f - b if is_number(b) and is_number(f) else None
+            # The models answer the same questions, but only their SEs are kept: unpaired.
+            se = math.sqrt((base.get("stderr") or 0) ** 2 + (tuned.get("stderr") or 0) ** 2)
+            rows.append(
+                {
+                    "task": key.task,
+                    "shots": f"{key.shots}-shot",
+                    "style": key.style,
+                    "metric": key.metric,
+                    "base": _estimate(base),
+                    "finetuned": _estimate(tuned),
+                    "change": format_number(change, percent=True, signed=True),
+                    "significant": is_significant(change, se, significance_se),
+                    "n": _count(models),
+                }
+            )
+    return rows
+
+
+def _mmlu_category_blocks(bench: Mapping[str, Any], paired: PairedRecords) -> list[Block]:
+    mmlu_runs = [run for run in benchmark_runs(bench) if run[0] == "mmlu"]
+    if not mmlu_runs:
+        return []
+    last = mmlu_runs[-1]
+    categories = sorted(
+        (
+            (str(key.group), models)
+            for key, models in paired.items()
+            if key.run == last and key.level == "category"
+        ),
+        key=lambda item: item[0],
+    )
+    if not categories:
+        return []
+    task, shots, style = last
+    return [
+        Paragraph(f"MMLU by category ({task}, {shots}-shot, {style}), micro average:"),
+        Table(
+            ["category", "base", "fine-tuned", "questions"],
+            [
+                [
+                    category,
+                    _estimate(models.get("base")),
+                    _estimate(models.get("finetuned")),
+                    _count(models),
+                ]
+                for category, models in categories
+            ],
+            align="lrrr",
+        ),
+    ]
+
+
+def _lm_eval_blocks(paired: PairedRecords) -> list[Block]:
+    keys = sorted(
+        (key for key in paired if key.style == LM_EVAL_STYLE and key.level == "task"),
+        key=lambda key: (key.task, key.metric),
+    )
+    if not keys:
+        return []
+    rows = [
+        [
+            key.task,
+            key.metric,
+            *(
+                format_number((paired[key].get(model) or {}).get("value"), percent=False)
+                for model in _MODELS
+            ),
+        ]
+        for key in keys
+    ]
+    return [
+        Paragraph("Other tasks, run by lm-evaluation-harness itself:"),
+        Table(["lm-eval task", "metric", "base", "fine-tuned"], rows, align="llrr"),
+    ]
 
 
 def _benchmark_blocks(inputs: ReportInputs) -> list[Block]:
     bench = inputs.benchmark_metrics
-    models = bench.get("models") or {}
-    if not models:
+    if not bench:
         return []
-    base, tuned = models.get("base", {}), models.get("finetuned", {})
-    blocks: list[Block] = [
+    rows = benchmark_table_rows(bench, inputs.significance_se)
+    paired = paired_records(bench)
+    return [
         Heading("Benchmarks in lm-evaluation-harness's format"),
         Paragraph(
             "Style plain is lm-eval's own prompt text, comparable with published numbers; "
@@ -598,81 +676,24 @@ def _benchmark_blocks(inputs: ReportInputs) -> list[Block]:
             "percentages ± standard error; a change in bold exceeds "
             f"{inputs.significance_se:g} SE of the difference (unpaired, so conservative)."
         ),
-    ]
-    rows = []
-    for run in bench.get("runs", []):
-        task, shots, style = run.split("|")
-        for metric in _headline_metrics(base.get(run, {})):
-            b, f = base[run][metric], tuned.get(run, {}).get(metric, {})
-            change = (f.get("value") - b["value"]) if _is_number(f.get("value")) else None
-            se = math.sqrt((b.get("stderr") or 0) ** 2 + (f.get("stderr") or 0) ** 2)
-            rows.append(
-                [
-                    task,
-                    shots,
-                    style,
-                    metric,
-                    format_estimate(b["value"], b.get("stderr"), percent=True),
-                    format_estimate(f.get("value"), f.get("stderr"), percent=True),
-                    _strong_if(
-                        format_number(change, percent=True, signed=True),
-                        change is not None and is_significant(change, se, inputs.significance_se),
-                    ),
-                    str(b.get("n", MISSING)),
-                ]
-            )
-    headers = ["task", "shots", "style", "metric", "base", "fine-tuned", "change", "n"]
-    blocks.append(Table(headers, rows, align="llllrrrr"))
-    mmlu_runs = [r for r in bench.get("runs", []) if r.startswith("mmlu|")]
-    if mmlu_runs:
-        run = mmlu_runs[-1]
-        categories = sorted(base.get(run, {}).get("categories", {}))
-        blocks += [
-            Paragraph(f"MMLU by category ({run.replace('|', ', ')}), micro average:"),
-            Table(
-                ["category", "base", "fine-tuned", "questions"],
-                [
-                    [
-                        c,
-                        format_estimate(
-                            base[run]["categories"][c]["value"],
-                            base[run]["categories"][c]["stderr"],
-                            percent=True,
-                        ),
-                        format_estimate(
-                            tuned.get(run, {}).get("categories", {}).get(c, {}).get("value"),
-                            tuned.get(run, {}).get("categories", {}).get(c, {}).get("stderr"),
-                            percent=True,
-                        ),
-                        str(base[run]["categories"][c]["n"]),
-                    ]
-                    for c in categories
-                ],
-                align="lrrr",
-            ),
-        ]
-    if base.get("lm_eval"):
-        tuned_lm_eval = tuned.get("lm_eval", {})
-        rows = [
+        Table(
+            ["task", "shots", "style", "metric", "base", "fine-tuned", "change", "n"],
             [
-                task,
-                metric,
-                format_number(value["value"], percent=False),
-                format_number(
-                    tuned_lm_eval.get(task, {}).get(metric, {}).get("value"), percent=False
-                ),
-            ]
-            for task, metrics in sorted(base["lm_eval"].items())
-            for metric, value in sorted(metrics.items())
-        ]
-        blocks += [
-            Paragraph("Other tasks, run by lm-evaluation-harness itself:"),
-            Table(["lm-eval task", "metric", "base", "fine-tuned"], rows, align="llrr"),
-        ]
-    blocks.append(
-        Paragraph(f"Benchmark rows rejected at ingest: {inputs.benchmark_rejected_rows}.")
-    )
-    return blocks
+                [
+                    *(row[name] for name in ("task", "shots", "style", "metric")),
+                    row["base"],
+                    row["finetuned"],
+                    _strong_if(row["change"], row["significant"]),
+                    row["n"],
+                ]
+                for row in rows
+            ],
+            align="llllrrrr",
+        ),
+        *_mmlu_category_blocks(bench, paired),
+        *_lm_eval_blocks(paired),
+        Paragraph(f"Benchmark rows rejected at ingest: {inputs.benchmark_rejected_rows}."),
+    ]
 
 
 def report_blocks(inputs: ReportInputs) -> list[Block]:
@@ -688,115 +709,9 @@ def report_blocks(inputs: ReportInputs) -> list[Block]:
     ]
 
 
-# --- markdown ---------------------------------------------------------------------------------
-
-_MD_SPECIAL = str.maketrans({char: "\\" + char for char in "\\`*[]<>|"})
-
-
-def _md(text: str) -> str:
-    return str(text).replace("\n", " ").translate(_MD_SPECIAL)
-
-
-def _md_cell(cell: Cell) -> str:
-    if isinstance(cell, Styled):
-        if cell.style == "code":
-            # A code span cannot escape its backticks; a pipe would still split the table.
-            return "`" + cell.text.replace("`", "'").replace("|", "\\|") + "`"
-        return f"**{_md(cell.text)}**"
-    return _md(cell)
-
-
-def _md_table(table: Table) -> str:
-    align = list(table.align) or ["l"] * len(table.headers)
-    lines = [
-        "| " + " | ".join(_md(header) for header in table.headers) + " |",
-        "| " + " | ".join("---:" if a == "r" else "---" for a in align) + " |",
-    ]
-    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in table.rows]
-    return "\n".join(lines)
-
-
-def _md_block(block: Block) -> str:
-    if isinstance(block, Heading):
-        return "#" * block.level + " " + _md(block.text)
-    if isinstance(block, Paragraph):
-        return _md(block.text)
-    if isinstance(block, Bullets):
-        return "\n".join(f"- {_md(item)}" for item in block.items)
-    if isinstance(block, Table):
-        return _md_table(block)
-    if isinstance(block, CodeBlock):
-        fence = "````" if "```" in block.text else "```"
-        return f"{fence}{block.language}\n{block.text}\n{fence}"
-    # Markdown stays a plain text file: the figure is embedded in report.html and saved as PNG.
-    return (
-        f"Figure: {_md(block.caption)} (embedded in report.html; PNG in catalog dataset "
-        f"`{block.dataset}`)."
-    )
-
-
 def render_markdown(inputs: ReportInputs) -> str:
     """The report as markdown (figures referenced by their catalog dataset, not embedded)."""
-    return "\n\n".join(_md_block(block) for block in report_blocks(inputs)) + "\n"
-
-
-# --- HTML -------------------------------------------------------------------------------------
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem;
-       color: #1a1a1a; line-height: 1.45; }
-table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.92rem; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.7rem; text-align: left; }
-th { border-bottom: 2px solid #999; }
-td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f6f8fa; padding: 0.8rem; overflow-x: auto; }
-figure { margin: 1rem 0; }
-figure img { max-width: 100%; }
-figcaption { color: #555; font-size: 0.9rem; }
-"""
-
-
-def _esc(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _html_cell(cell: Cell, tag: str, align: str) -> str:
-    css = ' class="r"' if align == "r" else ""
-    if isinstance(cell, Styled):
-        inner = f"<{cell.style}>{_esc(cell.text)}</{cell.style}>"
-    else:
-        inner = _esc(cell)
-    return f"<{tag}{css}>{inner}</{tag}>"
-
-
-def _html_table(table: Table) -> str:
-    align = list(table.align) or ["l"] * len(table.headers)
-    head = "".join(_html_cell(h, "th", a) for h, a in zip(table.headers, align, strict=False))
-    body = "\n".join(
-        "<tr>" + "".join(_html_cell(c, "td", a) for c, a in zip(row, align, strict=False)) + "</tr>"
-        for row in table.rows
-    )
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
-
-
-def _html_block(block: Block, images: Mapping[str, str]) -> str:
-    if isinstance(block, Heading):
-        return f"<h{block.level}>{_esc(block.text)}</h{block.level}>"
-    if isinstance(block, Paragraph):
-        return f"<p>{_esc(block.text)}</p>"
-    if isinstance(block, Bullets):
-        return "<ul>" + "".join(f"<li>{_esc(item)}</li>" for item in block.items) + "</ul>"
-    if isinstance(block, Table):
-        return _html_table(block)
-    if isinstance(block, CodeBlock):
-        return f"<pre><code>{_esc(block.text)}</code></pre>"
-    image = images.get(block.key)
-    if not image:
-        return f"<p>{_esc(block.caption)}: figure not available.</p>"
-    return (
-        f'<figure><img alt="{_esc(block.caption)}" src="data:image/png;base64,{_esc(image)}">'
-        f"<figcaption>{_esc(block.caption)}</figcaption></figure>"
-    )
+    return render_markdown_blocks(report_blocks(inputs))
 
 
 def render_html(inputs: ReportInputs, images: Mapping[str, str]) -> str:
@@ -805,11 +720,4 @@ def render_html(inputs: ReportInputs, images: Mapping[str, str]) -> str:
     ``images`` maps a figure key (``per_subject``, ``loss_curve``) to its base64 PNG
     (``plots.png_base64``); the page needs nothing else to display.
     """
-    body = "\n".join(_html_block(block, images) for block in report_blocks(inputs))
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(inputs.title)}</title>\n<style>{_STYLE}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )
+    return render_html_page(report_blocks(inputs), inputs.title, images)

@@ -40,6 +40,7 @@ class RowDetails:
     subject: str
     answer: int
     rationale: str | None
+    raw_options: str | None  # the options as the source wrote them, when it wrote one text
 
 
 #: Reads (question, choices) from a raw row; these two fix the row id.
@@ -138,6 +139,7 @@ def normalize_rows(
                 "choices": choices,
                 "answer": details.answer,
                 "rationale": details.rationale,
+                "raw_options": details.raw_options,
             }
         )
     return questions_frame(accepted), rejects_frame(rejected)
@@ -145,7 +147,7 @@ def normalize_rows(
 
 def questions_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Normalized questions with fixed dtypes, so empty and full results look alike."""
-    object_columns = {"choices", "rationale"}  # lists, and None that must not become NaN
+    object_columns = {"choices", "rationale", "raw_options"}  # lists; None must stay None
     data = {}
     for column in QUESTION_COLUMNS:
         values = [record[column] for record in records]

@@ -53,7 +53,7 @@ def _details(row: Row, n_choices: int) -> RowDetails:
     answer = row["answer"]
     if not FINAL_ANSWER.search(answer):
         raise RowProblem("answer: no final '#### <number>' line to score against")
-    return RowDetails(subject="", answer=-1, rationale=answer)
+    return RowDetails(subject="", answer=-1, rationale=answer, raw_options=None)
 
 
 LAYOUTS: list[Layout] = [

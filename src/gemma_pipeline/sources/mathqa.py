@@ -185,6 +185,16 @@ def _options(value: Any) -> list[str]:
         raise RowProblem(f"options: {exc}") from None
 
 
+def _raw_options(value: Any) -> str | None:
+    """The options exactly as the source wrote them when it wrote one text, else None.
+
+    lm-eval's ``mathqa`` task reads its choices from this text with a regex, quirks and all
+    (``evaluation/tasks/mathqa.py``). A list or mapping of options is not text lm-eval could
+    read, and any text made of it here would be ours, not the source's: None.
+    """
+    return str(value) if isinstance(value, str) else None
+
+
 def _layout(name: str, *, question: str, correct: str, rationale: str, category: str) -> Layout:
     def read_text(row: Row) -> tuple[str, list[str]]:
         return require_text(row.get(question), question), _options(row.get("options"))
@@ -194,6 +204,7 @@ def _layout(name: str, *, question: str, correct: str, rationale: str, category:
             subject=optional_text(row.get(category), category),
             answer=parse_correct(row.get(correct), correct),
             rationale=_rationale(row.get(rationale), rationale),
+            raw_options=_raw_options(row.get("options")),
         )
 
     return Layout(

@@ -118,6 +118,7 @@ def _flat_details(row: Row, n_choices: int) -> RowDetails:
         subject=optional_text(row.get("subject"), "subject"),
         answer=parse_answer(row.get("answer"), n_choices),
         rationale=None,
+        raw_options=None,
     )
 
 

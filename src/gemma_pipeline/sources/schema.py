@@ -22,6 +22,9 @@ QUESTION_COLUMNS: list[str] = [
     "choices",  # list[str]: option texts without their letters
     "answer",  # int: index into choices
     "rationale",  # str | None: worked solution where the source has one
+    # str | None: the source's options exactly as written, where it wrote them as one text
+    # (Math-QA); None otherwise. lm-eval's mathqa task parses its choices from this text.
+    "raw_options",
 ]
 
 #: Columns of the ``rejected_rows`` dataset.

@@ -5,79 +5,36 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
 from peft import LoraConfig
-from transformers import BitsAndBytesConfig
 from trl import SFTConfig
 
-from gemma_pipeline.config import QuantizationParams, TrainQloraParams
-from gemma_pipeline.modeling.loading import parse_dtype
+from gemma_pipeline.config import TrainQloraParams
+from gemma_pipeline.modeling.quantization import compute_device
 
 from .data import CompletionCollator, PackingCollator
 
 logger = logging.getLogger(__name__)
 
-#: The seed's recipe (``recipe: seed``): micro-batches of 4 rows, every row padded to 512.
-SEED_MICRO_BATCH = 4
-SEED_PAD_TO = 512
-
-
-@cache
-def bnb_4bit_works_on(device: str) -> bool:
-    """Whether bitsandbytes can run a 4-bit NF4 matmul forward and backward on ``device``."""
-    try:
-        import bitsandbytes as bnb
-
-        layer = bnb.nn.Linear4bit(16, 16, compute_dtype=torch.float32, quant_type="nf4")
-        layer = layer.to(device)
-        inputs = torch.randn(2, 16, device=device, requires_grad=True)
-        layer(inputs).sum().backward()
-        return bool(torch.isfinite(inputs.grad).all())
-    except Exception as error:  # any failure means "not supported here"
-        logger.debug("bitsandbytes 4-bit unavailable on %s: %s", device, error)
-        return False
-
-
-def training_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def get_quantization_config(params: QuantizationParams) -> BitsAndBytesConfig | None:
-    """4-bit NF4 config, or None (unquantized LoRA) where bitsandbytes cannot run it."""
-    if not params.load_in_4bit:
-        return None
-    device = training_device()
-    if not bnb_4bit_works_on(device):
-        logger.warning(
-            "bitsandbytes cannot run 4-bit layers on %s: training LoRA on the unquantized model",
-            device,
-        )
-        return None
-    compute_dtype = parse_dtype(params.compute_dtype)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=params.quant_type,
-        bnb_4bit_use_double_quant=params.double_quant,
-        bnb_4bit_compute_dtype=compute_dtype,
-    )
+#: The seed project's recipe (``recipe: padded``): micro-batches of 4 rows, every row padded to 512.
+PADDED_MICRO_BATCH = 4
+PADDED_PAD_TO = 512
 
 
 def micro_batching(params: TrainQloraParams) -> tuple[int, int]:
     """(rows per micro-batch, micro-batches per optimizer step) of the recipe."""
-    if params.recipe == "seed":
-        return SEED_MICRO_BATCH, params.examples_per_step // SEED_MICRO_BATCH
+    if params.recipe == "padded":
+        return PADDED_MICRO_BATCH, params.examples_per_step // PADDED_MICRO_BATCH
     return params.per_device_train_batch_size, params.gradient_accumulation_steps
 
 
 def get_collator(
     params: TrainQloraParams, pad_token_id: int, width_multiple: int = 1
 ) -> CompletionCollator | PackingCollator:
-    if params.recipe == "seed":
-        return CompletionCollator(pad_token_id, loss_on=params.loss_on, pad_to=SEED_PAD_TO)
+    if params.recipe == "padded":
+        return CompletionCollator(pad_token_id, loss_on=params.loss_on, pad_to=PADDED_PAD_TO)
     return PackingCollator(pad_token_id, loss_on=params.loss_on, width_multiple=width_multiple)
 
 
@@ -100,7 +57,7 @@ def run_fingerprint(params: TrainQloraParams, model_name: str, data_fingerprint:
 
 
 def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[str]) -> SFTConfig:
-    on_gpu = training_device() == "cuda"
+    on_gpu = compute_device() == "cuda"
     micro_batch, accumulation = micro_batching(params)
     optim = params.optim
     if not on_gpu and "8bit" in optim:

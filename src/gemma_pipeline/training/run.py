@@ -15,16 +15,15 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
+from gemma_pipeline.modeling.quantization import compute_device, get_quantization_config
 
 from .kernels import PACKED_ATTENTION, allow_shape_changes, apply_fused_kernels
 from .recipe import (
     describe,
     get_collator,
     get_peft_config,
-    get_quantization_config,
     get_sft_config,
     run_fingerprint,
-    training_device,
 )
 from .trainer import QLoRASFTTrainer
 
@@ -47,7 +46,7 @@ def build_trainer(
             raise ValueError(f"train_qlora.tasks {sorted(wanted)} selects no training rows")
     if params.max_train_rows is not None:
         train_dataset = train_dataset.select(range(min(params.max_train_rows, len(train_dataset))))
-    device = training_device()
+    device = compute_device()
     quantization = get_quantization_config(params.quantization)
     tokenizer = tokenizer_from_params(model_params)
     packed_on_gpu = params.recipe == "packed" and device == "cuda"

@@ -47,7 +47,7 @@ def selective_causal_lm_loss(
 class QLoRASFTTrainer(SFTTrainer):
     """SFTTrainer whose loss projects only labelled positions and whose sampler keeps groups.
 
-    ``recipe="seed"`` keeps the seed's loss for comparison: the model's own forward, with
+    ``recipe="padded"`` keeps the seed project's loss for comparison: the model's own forward, with
     logits over the whole vocabulary at every position, pads included.
     """
 
@@ -64,7 +64,7 @@ class QLoRASFTTrainer(SFTTrainer):
         return GroupShuffleSampler(self._group_ids, seed=self.args.data_seed or self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self._recipe == "seed":
+        if self._recipe == "padded":
             loss = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch).loss
         else:
             loss = selective_causal_lm_loss(

@@ -4,12 +4,18 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from gemma_pipeline.config import EvaluateParams
-from gemma_pipeline.modeling import load_causal_lm
+from gemma_pipeline.evaluation.benchmarks import score_benchmark
+from gemma_pipeline.evaluation.heldout import score_heldout
+from gemma_pipeline.modeling import load_causal_lm, load_tokenizer
 from gemma_pipeline.pipelines.evaluate.nodes import (
-    evaluate_adapter,
-    evaluate_benchmarks,
-    select_eval_questions,
+    score_benchmarks,
+    score_heldout_questions,
+    select_heldout_questions,
 )
+
+
+def tokenizer_of(model_dir):
+    return load_tokenizer(str(model_dir), embedded_cache_dir="x")
 
 
 @pytest.fixture(scope="module")
@@ -54,35 +60,39 @@ def _prompts(tokenizer):
 
 
 def test_only_unrotated_held_out_questions_are_selected(tiny_tokenizer):
-    selected = select_eval_questions(_prompts(tiny_tokenizer), EvaluateParams(split="test"))
+    selected = select_heldout_questions(_prompts(tiny_tokenizer), EvaluateParams(split="test"))
     assert sorted(selected["row_id"]) == ["test0", "test1", "test2", "test3"]
-    capped = select_eval_questions(
+    capped = select_heldout_questions(
         _prompts(tiny_tokenizer), EvaluateParams(max_questions_per_task=1)
     )
     assert capped.groupby("task").size().to_dict() == {"mathqa": 1, "mmlu": 1}
 
 
-def test_evaluate_scores_base_and_adapter_on_the_same_questions(
+def test_heldout_scores_base_and_adapter_on_the_same_questions(
     tiny_model_dir, tiny_tokenizer, adapter_dir
 ):
-    predictions, metrics = evaluate_adapter(
-        _prompts(tiny_tokenizer),
+    prompts = _prompts(tiny_tokenizer)
+    predictions = score_heldout_questions(
+        prompts,
         adapter_dir,
-        {"split": "test", "batch_size": 2},
+        {"split": "test", "max_batch_tokens": 64},
         {"quantization": {"load_in_4bit": False}},
         {"name_or_path": str(tiny_model_dir), "dtype": "float32"},
     )
-    assert set(metrics["tasks"]) == {"mmlu", "mathqa"}
-    assert metrics["tasks"]["mmlu"]["n"] == 3 and metrics["tasks"]["mathqa"]["n"] == 1
-    assert len(predictions) == 8
     base = predictions[predictions["model"] == "base"].set_index("row_id")
     tuned = predictions[predictions["model"] == "finetuned"].set_index("row_id")
-    assert list(base.index) == list(tuned.index)
-    # The adapter changes the model: completion log-likelihoods must differ.
+    assert sorted(base.index) == sorted(tuned.index) == ["test0", "test1", "test2", "test3"]
+    assert set(predictions["adapter"]) == {adapter_dir}
+    assert set(predictions["split"]) == {"test"}
+    # The base rows are the base model's own scores, and the adapter changes them.
+    model = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", dtype="float32").eval()
+    questions = select_heldout_questions(prompts, EvaluateParams(split="test"))
+    alone = score_heldout(model, tiny_tokenizer, questions, max_batch_tokens=10_000)
+    alone = alone.set_index("row_id").loc[base.index]
+    assert base["completion_nll"].tolist() == pytest.approx(alone["completion_nll"].tolist())
+    assert base["letter_pred"].tolist() == alone["letter_pred"].tolist()
     assert not base["completion_nll"].equals(tuned["completion_nll"])
-    assert set(base["letter_pred"]) <= set("ABCDE")
-    mass = metrics["tasks"]["mmlu"]["metrics"][3]
-    assert mass["metric"] == "letter_prob_mass" and 0 < mass["base"] < 1
+    assert base.loc["test2", "n_choices"] == 5 and base.loc["test0", "n_choices"] == 4
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +131,7 @@ def test_benchmarks_score_every_run_for_both_models(
         "max_benchmark_docs": 4,
         "generation_batch_size": 2,
     }
-    predictions, metrics = evaluate_benchmarks(
+    predictions, lm_eval = score_benchmarks(
         benchmark_questions,
         adapter_dir,
         params,
@@ -129,21 +139,30 @@ def test_benchmarks_score_every_run_for_both_models(
         {"name_or_path": str(tiny_model_dir), "dtype": "float32"},
         FORMAT,
     )
-    assert len(metrics["runs"]) == 8
-    for label in ("base", "finetuned"):
-        runs = metrics["models"][label]
-        mmlu = runs["mmlu|5-shot|plain"]
-        assert mmlu["acc"]["n"] == 4 and 0 <= mmlu["acc"]["value"] <= 1
-        assert set(mmlu["categories"]) <= {"stem", "social_sciences", "humanities", "other"}
-        assert set(mmlu) == {"acc", "acc_macro", "categories", "subjects", "seconds"}
-        assert set(runs["mathqa|0-shot|plain"]) == {"acc", "acc_norm", "seconds"}
-        gsm = runs["gsm8k|2-shot|chat"]
-        assert set(gsm) == {"exact_match,strict-match", "exact_match,flexible-extract", "seconds"}
+    assert lm_eval["models"] == {} and lm_eval["adapter"] == adapter_dir
+    runs = predictions[["task", "shots", "style"]].drop_duplicates()
+    assert len(runs) == 8
     # 4 mmlu x 2 shots + 3 mathqa + 2 gsm8k, per style and model
     assert len(predictions) == (4 * 2 + 3 + 2) * 2 * 2
     base = predictions[(predictions["model"] == "base") & (predictions["task"] == "mmlu")]
     tuned = predictions[(predictions["model"] == "finetuned") & (predictions["task"] == "mmlu")]
     assert base["loglikelihoods"].tolist() != tuned["loglikelihoods"].tolist()
+    # The base rows are what scoring the base model alone gives.
+    model = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", dtype="float32").eval()
+    capped = benchmark_questions[
+        (benchmark_questions["split"] != "test")
+        | benchmark_questions.groupby(["task", "split"]).cumcount().lt(4)
+    ]
+    alone = score_benchmark(model, tokenizer_of(tiny_model_dir), capped, "mathqa", 0, "plain")
+    mine = predictions[
+        (predictions["model"] == "base")
+        & (predictions["task"] == "mathqa")
+        & (predictions["style"] == "plain")
+    ]
+    assert mine["row_id"].tolist() == alone["row_id"].tolist()
+    assert mine["acc"].tolist() == alone["acc"].tolist()
+    for ours, theirs in zip(mine["loglikelihoods"], alone["loglikelihoods"], strict=True):
+        assert list(ours) == pytest.approx(list(theirs), abs=1e-5)
 
 
 def test_benchmarks_fail_before_loading_the_model_without_few_shot_rows(
@@ -151,7 +170,7 @@ def test_benchmarks_fail_before_loading_the_model_without_few_shot_rows(
 ):
     no_pool = benchmark_questions[benchmark_questions["split"] == "test"]
     with pytest.raises(ValueError, match="5-shot needs 5 few-shot rows"):
-        evaluate_benchmarks(
+        score_benchmarks(
             no_pool,
             adapter_dir,
             {"benchmarks": {"mmlu": {"num_fewshot": [5]}}},
@@ -170,7 +189,7 @@ def test_lm_eval_tasks_run_through_lm_eval_and_agree_with_ours(
     # The same three Math-QA rows the benchmark fixture generated, as a local lm-eval dataset.
     path = tmp_path / "mathqa_test.jsonl"
     generate_mathqa_raw("test", 3, 0).to_json(path, orient="records", lines=True)
-    _, metrics = evaluate_benchmarks(
+    predictions, lm_eval = score_benchmarks(
         benchmark_questions,
         adapter_dir,
         {
@@ -184,8 +203,9 @@ def test_lm_eval_tasks_run_through_lm_eval_and_agree_with_ours(
         FORMAT,
     )
     for label in ("base", "finetuned"):
-        theirs = metrics["models"][label]["lm_eval"]["mathqa"]
-        ours = metrics["models"][label]["mathqa|0-shot|plain"]
-        assert set(theirs) == {"acc,none", "acc_norm,none"}
-        assert theirs["acc,none"]["value"] == pytest.approx(ours["acc"]["value"])
-        assert theirs["acc_norm,none"]["value"] == pytest.approx(ours["acc_norm"]["value"])
+        theirs = lm_eval["models"][label]["mathqa"]
+        ours = predictions[predictions["model"] == label]
+        assert theirs["num_fewshot"] is None
+        assert set(theirs["metrics"]) == {"acc,none", "acc_norm,none"}
+        assert theirs["metrics"]["acc,none"]["value"] == pytest.approx(ours["acc"].mean())
+        assert theirs["metrics"]["acc_norm,none"]["value"] == pytest.approx(ours["acc_norm"].mean())

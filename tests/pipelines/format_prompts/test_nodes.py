@@ -1,14 +1,7 @@
 import pandas as pd
 import pytest
 
-from gemma_pipeline.config import FormatPromptsParams
-from gemma_pipeline.pipelines.format_prompts.nodes import (
-    PROMPT_COLUMNS,
-    format_prompts,
-    render_pair,
-    render_user_message,
-    rotate_options,
-)
+from gemma_pipeline.pipelines.format_prompts.nodes import PROMPT_COLUMNS, format_prompts
 
 FORMAT = {
     "templates": {
@@ -34,21 +27,6 @@ def _questions() -> pd.DataFrame:
     )
 
 
-def test_user_message_letters_options_and_falls_back_on_empty_subject():
-    params = FormatPromptsParams.model_validate(FORMAT)
-    row = _questions().iloc[0]
-    message = render_user_message(row, params)
-    assert message == (
-        "Question about general knowledge.\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
-    )
-
-
-def test_pair_uses_gemma_turns_and_ends_the_model_turn(tiny_tokenizer):
-    prompt, completion = render_pair("hi there", "B. 4", tiny_tokenizer)
-    assert prompt == "<bos><start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n"
-    assert completion == "B. 4<end_of_turn>\n"
-
-
 def test_format_prompts_builds_every_pair(tiny_tokenizer_dir):
     prompts = format_prompts(_questions(), FORMAT, {"name_or_path": str(tiny_tokenizer_dir)})
     assert list(prompts.columns) == PROMPT_COLUMNS
@@ -62,18 +40,6 @@ def test_missing_template_for_a_task_is_an_error(tiny_tokenizer_dir):
     only_mmlu = {"templates": {"mmlu": FORMAT["templates"]["mmlu"]}}
     with pytest.raises(ValueError, match="no template for task"):
         format_prompts(_questions(), only_mmlu, {"name_or_path": str(tiny_tokenizer_dir)})
-
-
-def test_rotations_keep_the_answer_and_stay_adjacent():
-    questions = _questions().assign(split="train")
-    rotated = rotate_options(questions, 4)
-    first = rotated[rotated["question_id"] == "m1"]
-    assert first["row_id"].tolist() == ["m1", "m1/rot1", "m1/rot2", "m1/rot3"]
-    assert rotated.index[rotated["question_id"] == "m1"].tolist() == [0, 1, 2, 3]
-    for _, row in rotated.iterrows():
-        assert row["choices"][row["answer"]] == ("4" if row["question_id"] == "m1" else "5")
-    # Every letter is the right one exactly once across a question's four rotations.
-    assert sorted(first["answer"]) == [0, 1, 2, 3]
 
 
 def test_only_training_questions_are_rotated(tiny_tokenizer_dir):

@@ -3,8 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from gemma_pipeline.pipelines.ingest.nodes import ingest_sources, quarantine_leaked_rows
-from gemma_pipeline.sources import SourceLayoutError
+from gemma_pipeline.pipelines.ingest.nodes import ingest_sources
+from gemma_pipeline.sources import SourceLayoutError, make_row_id, normalize, parse_options
+from gemma_pipeline.sources.ingest import quarantine_leaked_rows
 from gemma_pipeline.sources.schema import QUESTION_COLUMNS, REJECT_COLUMNS
 
 OPTIONS = "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5"
@@ -40,10 +41,15 @@ def test_sample_sources_are_normalized_and_counted():
     assert list(questions.columns) == QUESTION_COLUMNS
     assert list(rejected.columns) == REJECT_COLUMNS
     assert rejected.empty
-    counts = summary["counts"]
-    assert counts["mmlu"]["train"] == {"read": 12, "accepted": 12, "rejected": 0}
-    assert counts["mathqa"]["test"] == {"read": 5, "accepted": 5, "rejected": 0}
-    assert set(questions["split"]) == {"train", "test"}
+    requested = {name: source["sample"] for name, source in params["sources"].items()}
+    assert summary["counts"] == {
+        name: {split: {"read": n, "accepted": n, "rejected": 0} for split, n in sizes.items()}
+        for name, sizes in requested.items()
+    }
+    assert summary["rejected_by_reason"] == {}
+    assert questions.groupby(["source", "split"]).size().to_dict() == {
+        (name, split): n for name, sizes in requested.items() for split, n in sizes.items()
+    }
     assert questions["row_id"].is_unique
     # Deterministic by seed.
     again, _, _ = ingest_sources(params)
@@ -69,11 +75,14 @@ def test_bad_rows_are_kept_with_reasons_and_counts_add_up(tmp_path):
     questions, rejected, summary = ingest_sources(params)
 
     assert summary["counts"]["mq"]["train"] == {"read": 4, "accepted": 2, "rejected": 2}
-    assert len(questions) + len(rejected) == 4
-    assert questions.loc[questions["question"] == "q four", "choices"].iloc[0][0] == "1,200"
-    assert rejected["reason"].str.contains("options").any()
-    assert rejected["reason"].str.contains("correct").any()
-    assert set(summary["rejected_by_reason"]) == {"options", "correct"}
+    assert questions["question"].tolist() == ["q one", "q four"]
+    choices = questions.set_index("question")["choices"]
+    assert choices["q four"] == parse_options(rows[3]["options"]) == ["1,200", "2", "3", "4", "5"]
+    # The reasons are the normalizer's own, row for row.
+    _, expected = normalize("mathqa", pd.DataFrame(rows), source="mq", split="train", origin="f")
+    assert rejected["reason"].tolist() == expected["reason"].tolist()
+    assert rejected["reason"].str.split(":").str[0].tolist() == ["options", "correct"]
+    assert summary["rejected_by_reason"] == {"options": 1, "correct": 1}
 
 
 def test_train_rows_that_repeat_a_test_question_are_quarantined(tmp_path):
@@ -95,8 +104,9 @@ def test_train_rows_that_repeat_a_test_question_are_quarantined(tmp_path):
 
     assert questions.loc[questions["split"] == "train", "question"].tolist() == ["only in train"]
     assert questions.loc[questions["split"] == "test", "question"].tolist() == ["shared question"]
-    assert rejected["split"].tolist() == ["train"]
-    assert "test split" in rejected["reason"].iloc[0]
+    row_id = make_row_id("mq", "shared question", parse_options(OPTIONS))
+    assert rejected[["split", "row_id"]].values.tolist() == [["train", row_id]]
+    assert rejected["reason"].tolist() == [f"question: same content as {row_id} in the test split"]
     assert summary["counts"]["mq"]["train"] == {"read": 2, "accepted": 1, "rejected": 1}
 
 

@@ -35,7 +35,7 @@ PARAMS = {
 
 def test_build_report_renders_both_formats_and_redacts_params():
     md, html, figure = build_report(
-        _load("metrics"),
+        _load("heldout_metrics"),
         _load("benchmark_metrics"),
         pd.DataFrame({"reason": ["question: missing"] * 3}),
         _load("train_metrics"),
@@ -74,7 +74,7 @@ def versioned_catalog(tmp_path) -> DataCatalog:
     """The report's inputs as versioned JSON files, its outputs as versioned text/png files."""
     reporting = tmp_path / "08_reporting"
     config = {
-        "metrics": _json(reporting / "metrics.json"),
+        "heldout_metrics": _json(reporting / "heldout_metrics.json"),
         "benchmark_metrics": _json(reporting / "benchmark_metrics.json"),
         "benchmark_rejected_rows": {
             "type": "pandas.ParquetDataset",
@@ -103,7 +103,7 @@ def versioned_catalog(tmp_path) -> DataCatalog:
         },
     }
     earlier = DataCatalog.from_config(config, save_version="2026-01-01T00.00.00.000Z")
-    for name in ("metrics", "benchmark_metrics", "train_metrics", "ingest_summary"):
+    for name in ("heldout_metrics", "benchmark_metrics", "train_metrics", "ingest_summary"):
         earlier.save(name, _load(name))
     earlier.save("benchmark_rejected_rows", pd.DataFrame({"reason": ["answer: missing"]}))
     return DataCatalog.from_config(config, save_version="2026-02-02T00.00.00.000Z")
@@ -123,12 +123,12 @@ def test_report_pipeline_runs_alone_with_hook_metadata(versioned_catalog, tmp_pa
     SequentialRunner().run(pipeline, catalog)
 
     metadata = catalog.load("run_metadata")
-    assert metadata["dataset_versions"]["metrics"] == "2026-01-01T00.00.00.000Z"
+    assert metadata["dataset_versions"]["heldout_metrics"] == "2026-01-01T00.00.00.000Z"
     assert metadata["dataset_versions"]["adapter"] is None
     assert metadata["written_this_run"] == ["per_subject_plot", "report_html", "report_md"]
     assert metadata["session_id"] == "2026-02-02T00.00.00.000Z"
     md = (tmp_path / "08_reporting/report.md/2026-02-02T00.00.00.000Z/report.md").read_text()
-    assert "| metrics | 2026-01-01T00.00.00.000Z | latest at run start |" in md
+    assert "| heldout_metrics | 2026-01-01T00.00.00.000Z | latest at run start |" in md
     assert "| adapter | — | nothing saved yet |" in md
     assert "| tokenized | — | nothing saved yet |" in md
     assert "| report_md | 2026-02-02T00.00.00.000Z | written by this run |" in md

@@ -6,20 +6,16 @@ sits behind ``loglikelihood`` / ``generate_until`` (``evaluation/engine.py``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
-from transformers import PreTrainedTokenizerBase
 
-from gemma_pipeline.config import FormatPromptsParams
 from gemma_pipeline.evaluation.engine import GenerationRequest, LoglikelihoodRequest
-from gemma_pipeline.pipelines.format_prompts.nodes import render_user_message
-from gemma_pipeline.sources.schema import LETTERS
+from gemma_pipeline.prompting import ChatFormat
 
 #: plain: lm-eval's own text format, comparable with published numbers.
-#: chat: the chat-template format the fine-tune was trained on (format_prompts' templates).
+#: chat: the prompt the fine-tune was trained on (``gemma_pipeline.prompting``), token for token.
 PromptStyle = Literal["plain", "chat"]
 
 
@@ -40,42 +36,11 @@ class GenerationDoc:
     reference: str
 
 
-@dataclass(frozen=True)
-class ChatFormat:
-    """The fine-tune's own prompt layout: format_prompts' templates in the chat template.
-
-    Few-shot examples become earlier user/model turns; the model answers with the letter.
-    """
-
-    tokenizer: PreTrainedTokenizerBase
-    params: FormatPromptsParams
-
-    def user_message(self, row: pd.Series | dict[str, Any]) -> str:
-        return render_user_message(pd.Series(row), self.params)
-
-    def answer(self, row: pd.Series | dict[str, Any]) -> str:
-        answer = int(row["answer"])
-        return self.params.completion.format(letter=LETTERS[answer], text=row["choices"][answer])
-
-    def render(self, turns: Sequence[tuple[str, str]], question: str) -> str:
-        """Prompt up to the model turn's header: earlier (user, model) turns, then ``question``."""
-        messages = [*_messages(turns), {"role": "user", "content": question}]
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-
-    def render_turns(self, turns: Sequence[tuple[str, str]]) -> str:
-        """The earlier turns alone: the part of a prompt that documents sharing them share."""
-        if not turns:
-            return ""
-        return self.tokenizer.apply_chat_template(_messages(turns), tokenize=False)
-
-
-def _messages(turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    messages = []
-    for user, model in turns:
-        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": model}]
-    return messages
+def require_chat(chat: ChatFormat | None, task: str) -> ChatFormat:
+    """The chat format the chat style needs; a clear error where the caller gave none."""
+    if chat is None:
+        raise ValueError(f"{task}: the chat prompt style needs a ChatFormat (tokenizer, templates)")
+    return chat
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:

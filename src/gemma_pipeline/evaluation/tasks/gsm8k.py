@@ -16,8 +16,9 @@ import re
 import pandas as pd
 
 from gemma_pipeline.evaluation.engine import GenerationRequest
+from gemma_pipeline.prompting import ChatFormat
 
-from .base import ChatFormat, GenerationDoc, PromptStyle, records
+from .base import GenerationDoc, PromptStyle, records, require_chat
 
 UNTIL = ("Question:", "</s>", "<|im_end|>")
 MAX_GEN_TOKS = 256
@@ -78,7 +79,7 @@ def build(
             )
             until = UNTIL
         else:
-            assert chat is not None, "the chat style needs a ChatFormat"
+            chat = require_chat(chat, "gsm8k")
             turns = [(f"Question: {ex['question']}", ex["rationale"]) for ex in examples]
             context = chat.render(turns, f"Question: {doc['question']}")
             until = (*UNTIL, "<end_of_turn>")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import pandas as pd
 
 from gemma_pipeline.evaluation.engine import LoglikelihoodRequest
+from gemma_pipeline.prompting import ChatFormat
 from gemma_pipeline.sources.schema import LETTERS
 
-from .base import ChatFormat, MultipleChoiceDoc, PromptStyle, records
+from .base import MultipleChoiceDoc, PromptStyle, records, require_chat
 
 #: lm-eval's grouping of the 57 subjects (its mmlu_<category> groups).
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -80,17 +81,23 @@ def build(
             prefix = description(doc["subject"]) + "".join(
                 f"{doc_to_text(ex)} {LETTERS[ex['answer']]}\n\n" for ex in examples
             )
-            context, continuations = prefix + doc_to_text(doc), [f" {x}" for x in letters]
+            requests = [
+                LoglikelihoodRequest(prefix + doc_to_text(doc), f" {x}", prefix) for x in letters
+            ]
         else:
-            assert chat is not None, "the chat style needs a ChatFormat"
+            # The training prompt, token for token, after the few-shot turns; the letter is
+            # the model turn's first token, as in training.
+            chat = require_chat(chat, "mmlu")
             turns = [(chat.user_message(ex), chat.answer(ex)) for ex in examples]
-            context = chat.render(turns, chat.user_message(doc))
-            prefix, continuations = chat.render_turns(turns), list(letters)
+            context, prefix = chat.render(turns, chat.user_message(doc)), chat.render_turns(turns)
+            requests = [
+                LoglikelihoodRequest(context, x, prefix, intact_context=True) for x in letters
+            ]
         docs.append(
             MultipleChoiceDoc(
                 row_id=doc["row_id"],
                 subject=doc["subject"],
-                requests=[LoglikelihoodRequest(context, c, prefix) for c in continuations],
+                requests=requests,
                 choice_texts=list(letters),
                 gold=int(doc["answer"]),
             )

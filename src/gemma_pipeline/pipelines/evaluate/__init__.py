@@ -1,4 +1,4 @@
-"""evaluate: base model and base + adapter on the held-out split → metrics JSON."""
+"""evaluate: the base model, then base + adapter, scored on held-out questions and benchmarks."""
 
 from .pipeline import create_pipeline
 

@@ -1,8 +1,13 @@
-"""Nodes of the evaluate pipeline."""
+"""Nodes of the evaluate pipeline: score the base model, then base + adapter (needs a model).
+
+They write per-question and per-document predictions; the summarize pipeline turns those into
+metrics without a model.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pandas as pd
@@ -14,17 +19,18 @@ from gemma_pipeline.config import (
     TrainQloraParams,
     parse_params,
 )
-from gemma_pipeline.evaluation.benchmarks import run_benchmark, summarize, task_docs
-from gemma_pipeline.evaluation.metrics import compare, per_question_results
+from gemma_pipeline.evaluation.benchmarks import score_benchmark, task_docs
+from gemma_pipeline.evaluation.heldout import score_heldout
+from gemma_pipeline.evaluation.lm_eval_bridge import run_lm_eval_tasks
 from gemma_pipeline.evaluation.model import attach_adapter, load_base_for_evaluation
-from gemma_pipeline.evaluation.scoring import MultipleChoiceItem, score_items
-from gemma_pipeline.evaluation.tasks import ChatFormat
-from gemma_pipeline.sources.schema import LETTERS
+from gemma_pipeline.prompting import ChatFormat
 
 logger = logging.getLogger(__name__)
 
+MODELS = ("base", "finetuned")
 
-def select_eval_questions(prompts: pd.DataFrame, params: EvaluateParams) -> pd.DataFrame:
+
+def select_heldout_questions(prompts: pd.DataFrame, params: EvaluateParams) -> pd.DataFrame:
     """The held-out questions, unrotated, capped per task (first N in stable row_id order)."""
     unrotated = prompts["row_id"] == prompts["question_id"]
     held_out = prompts[(prompts["split"] == params.split) & unrotated]
@@ -36,71 +42,41 @@ def select_eval_questions(prompts: pd.DataFrame, params: EvaluateParams) -> pd.D
     return held_out.reset_index(drop=True)
 
 
-def _items(questions: pd.DataFrame) -> list[MultipleChoiceItem]:
-    return [
-        MultipleChoiceItem(
-            prompt=row["prompt"],
-            choices=list(row["choices"]),
-            letters=LETTERS[: len(row["choices"])],
-            completion=row["completion"],
-        )
-        for _, row in questions.iterrows()
-    ]
-
-
-def evaluate_adapter(
+def score_heldout_questions(
     prompts: pd.DataFrame,
     adapter_path: str,
     evaluate_params: dict[str, Any],
     train_params: dict[str, Any],
     model_params: dict[str, Any],
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score the base model, then base + adapter, on the same held-out questions."""
+) -> pd.DataFrame:
+    """Score the base model, then base + adapter, on the same held-out questions.
+
+    One base model serves both: the adapter is attached after the base is scored, on the same
+    (possibly 4-bit) weights it was trained on.
+    """
     params = parse_params(EvaluateParams, evaluate_params, "evaluate")
     train = parse_params(TrainQloraParams, train_params, "train_qlora")
     model_config = parse_params(ModelParams, model_params, "model")
-    questions = select_eval_questions(prompts, params)
-    items = _items(questions)
-
-    # One base model serves both: the adapter is attached after the base is scored, on the
-    # same (possibly 4-bit) weights it was trained on.
+    questions = select_heldout_questions(prompts, params)
     model, tokenizer = load_base_for_evaluation(model_config, train.quantization)
-    results = {}
-    for label in ("base", "finetuned"):
+    predictions = []
+    for label in MODELS:
         if label == "finetuned":
             model = attach_adapter(model, adapter_path)
-        scores = score_items(model, tokenizer, items, params.batch_size, desc=f"evaluate {label}")
-        results[label] = per_question_results(questions, scores).assign(model=label)
-
-    metrics: dict[str, Any] = {
-        "split": params.split,
-        "base_model": model_config.name_or_path,
-        "adapter": adapter_path,
-        "tasks": {},
-    }
-    for task, task_questions in questions.groupby("task", sort=True):
-        ids = set(task_questions["row_id"])
-        n_letters = int(task_questions["choices"].map(len).max())
-        metrics["tasks"][task] = compare(
-            results["base"][results["base"]["row_id"].isin(ids)],
-            results["finetuned"][results["finetuned"]["row_id"].isin(ids)],
-            n_letters,
+        scores = score_heldout(
+            model,
+            tokenizer,
+            questions,
+            max_batch_tokens=params.max_batch_tokens,
+            desc=f"held-out {label}",
         )
-        gain = metrics["tasks"][task]["metrics"][0]
-        logger.info(
-            "evaluate %s (n=%d): letter accuracy %.3f → %.3f (change %+.3f ± %.3f)",
-            task,
-            len(task_questions),
-            gain["base"],
-            gain["finetuned"],
-            gain["change"],
-            gain["change_se"] or float("nan"),
-        )
-    predictions = pd.concat([results["base"], results["finetuned"]], ignore_index=True)
-    return predictions, metrics
+        predictions.append(scores.assign(model=label))
+    return pd.concat(predictions, ignore_index=True).assign(
+        split=params.split, base_model=model_config.name_or_path, adapter=adapter_path
+    )
 
 
-def _benchmark_questions(questions: pd.DataFrame, params: EvaluateParams) -> pd.DataFrame:
+def _capped_benchmark_questions(questions: pd.DataFrame, params: EvaluateParams) -> pd.DataFrame:
     """Every few-shot row, and the first ``max_benchmark_docs`` test rows of each task."""
     if params.max_benchmark_docs is None:
         return questions
@@ -109,7 +85,7 @@ def _benchmark_questions(questions: pd.DataFrame, params: EvaluateParams) -> pd.
     return pd.concat([capped, questions[~is_test]]).sort_index()
 
 
-def evaluate_benchmarks(
+def score_benchmarks(
     benchmark_questions: pd.DataFrame,
     adapter_path: str,
     evaluate_params: dict[str, Any],
@@ -119,8 +95,8 @@ def evaluate_benchmarks(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """lm-eval-format benchmarks (and any lm-eval tasks), base then base + adapter.
 
-    Returns one row per (model, task, shots, style, document) and the metrics: for each model
-    and each (task, shots, style), lm-eval's metrics with standard errors, plus seconds taken.
+    Returns one row per (model, task, shots, style, document), and what lm-eval itself
+    reported for the tasks it ran (``evaluate.lm_eval_tasks``).
     """
     params = parse_params(EvaluateParams, evaluate_params, "evaluate")
     train = parse_params(TrainQloraParams, train_params, "train_qlora")
@@ -128,7 +104,7 @@ def evaluate_benchmarks(
     prompt_format = parse_params(FormatPromptsParams, format_params, "format_prompts")
     if not params.benchmarks and not params.lm_eval_tasks:
         raise ValueError("evaluate.benchmarks and evaluate.lm_eval_tasks are both empty")
-    questions = _benchmark_questions(benchmark_questions, params)
+    questions = _capped_benchmark_questions(benchmark_questions, params)
     runs = [
         (task, shots, style)
         for task, benchmark in params.benchmarks.items()
@@ -141,13 +117,14 @@ def evaluate_benchmarks(
     model, tokenizer = load_base_for_evaluation(model_config, train.quantization)
     chat = ChatFormat(tokenizer, prompt_format)
 
-    predictions, metrics = [], {"models": {}, "runs": []}
-    for label in ("base", "finetuned"):
+    predictions = []
+    lm_eval: dict[str, Any] = {"models": {}}
+    for label in MODELS:
         if label == "finetuned":
             model = attach_adapter(model, adapter_path)
-        results: dict[str, Any] = {}
         for task, shots, style in runs:
-            scores, seconds = run_benchmark(
+            started = time.perf_counter()
+            scores = score_benchmark(
                 model,
                 tokenizer,
                 questions,
@@ -159,45 +136,20 @@ def evaluate_benchmarks(
                 generation_batch_size=params.generation_batch_size,
                 label=label,
             )
-            key = f"{task}|{shots}-shot|{style}"
-            results[key] = {**summarize(task, scores), "seconds": seconds}
-            predictions.append(scores.assign(model=label, task=task, shots=shots, style=style))
-            headline = next(iter(results[key].values()))
             logger.info(
-                "benchmark %s %s: %s %.4f ± %.4f (%.0f s)",
+                "benchmark %s %s %d-shot %s: %d documents in %.0f s",
                 label,
-                key,
-                next(iter(results[key])),
-                headline["value"],
-                headline["stderr"] or float("nan"),
-                seconds,
+                task,
+                shots,
+                style,
+                len(scores),
+                time.perf_counter() - started,
             )
+            predictions.append(scores.assign(model=label, task=task, shots=shots, style=style))
         if params.lm_eval_tasks:
-            results["lm_eval"] = _lm_eval_passthrough(model, tokenizer, params)
-        metrics["models"][label] = results
-    metrics["runs"] = [f"{task}|{shots}-shot|{style}" for task, shots, style in runs]
-    metrics["base_model"] = model_config.name_or_path
-    metrics["adapter"] = adapter_path
-    metrics["prompt_styles"] = {
-        "plain": "lm-evaluation-harness's own prompt text (comparable with published numbers)",
-        "chat": "the chat template and format_prompts templates the fine-tune was trained on",
-    }
-    return pd.concat(predictions, ignore_index=True), metrics
-
-
-def _lm_eval_passthrough(model: Any, tokenizer: Any, params: EvaluateParams) -> dict[str, Any]:
-    """Run the configured lm-eval tasks with lm-eval itself; its metrics, folded."""
-    from gemma_pipeline.evaluation.lm_eval_bridge import fold_results, run_tasks, task_config
-
-    folded = {}
-    for spec in params.lm_eval_tasks:
-        config = task_config(spec.task, spec.data_files)
-        results = run_tasks(
-            model,
-            tokenizer,
-            [config],
-            batch_size=params.lm_eval_batch_size,
-            num_fewshot=spec.num_fewshot,
-        )
-        folded |= fold_results(results)
-    return folded
+            lm_eval["models"][label] = run_lm_eval_tasks(
+                model, tokenizer, params.lm_eval_tasks, batch_size=params.lm_eval_batch_size
+            )
+    frame = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()
+    provenance = {"base_model": model_config.name_or_path, "adapter": adapter_path}
+    return frame.assign(**provenance), {**provenance, **lm_eval}

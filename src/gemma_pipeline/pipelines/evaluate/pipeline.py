@@ -2,14 +2,14 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import evaluate_adapter, evaluate_benchmarks
+from .nodes import score_benchmarks, score_heldout_questions
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                func=evaluate_adapter,
+                func=score_heldout_questions,
                 inputs=[
                     "prompts",
                     "adapter",
@@ -17,11 +17,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:train_qlora",
                     "params:model",
                 ],
-                outputs=["eval_predictions", "metrics"],
-                name="evaluate_adapter",
+                outputs="heldout_predictions",
+                name="score_heldout",
             ),
             Node(
-                func=evaluate_benchmarks,
+                func=score_benchmarks,
                 inputs=[
                     "benchmark_questions",
                     "adapter",
@@ -30,8 +30,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:model",
                     "params:format_prompts",
                 ],
-                outputs=["benchmark_predictions", "benchmark_metrics"],
-                name="evaluate_benchmarks",
+                outputs=["benchmark_predictions", "lm_eval_results"],
+                name="score_benchmarks",
             ),
         ]
     )

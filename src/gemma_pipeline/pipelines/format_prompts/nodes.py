@@ -6,10 +6,10 @@ import logging
 from typing import Any
 
 import pandas as pd
-from transformers import PreTrainedTokenizerBase
 
 from gemma_pipeline.config import FormatPromptsParams, ModelParams, parse_params
 from gemma_pipeline.modeling.from_params import tokenizer_from_params
+from gemma_pipeline.prompting import ChatFormat, rotate_options
 from gemma_pipeline.sources.schema import LETTERS
 
 logger = logging.getLogger(__name__)
@@ -27,57 +27,6 @@ PROMPT_COLUMNS = [
     "answer_letter",
     "choices",
 ]
-
-
-def render_user_message(row: pd.Series, params: FormatPromptsParams) -> str:
-    """Fill the task's user template with the question and its lettered options."""
-    options = "\n".join(
-        params.option.format(letter=LETTERS[i], text=text) for i, text in enumerate(row["choices"])
-    )
-    subject = str(row["subject"]).replace("_", " ").strip() or params.subject_fallback
-    return params.templates[row["task"]].user.format(
-        subject=subject, question=row["question"], options=options
-    )
-
-
-def rotate_options(questions: pd.DataFrame, rotations: int) -> pd.DataFrame:
-    """Add cyclically rotated copies of every question's options, right after the original.
-
-    Copies of one question stay adjacent, so a sampler that keeps groups together puts every
-    rotation of a question in the same batch.
-    """
-    rows = []
-    for _, row in questions.iterrows():
-        choices = list(row["choices"])
-        for shift in range(min(rotations, len(choices))):
-            rotated = row.copy()
-            rotated["choices"] = choices[shift:] + choices[:shift]
-            rotated["answer"] = (int(row["answer"]) - shift) % len(choices)
-            rotated["row_id"] = row["row_id"] if shift == 0 else f"{row['row_id']}/rot{shift}"
-            rotated["question_id"] = row["row_id"]
-            rows.append(rotated)
-    return pd.DataFrame(rows, columns=[*questions.columns, "question_id"]).reset_index(drop=True)
-
-
-def render_pair(
-    user_message: str, answer_text: str, tokenizer: PreTrainedTokenizerBase
-) -> tuple[str, str]:
-    """Split one rendered user/model exchange into (prompt, completion).
-
-    Both come from the tokenizer's own chat template, so the completion carries exactly the
-    end-of-turn markup the template writes after a model turn.
-    """
-    user = [{"role": "user", "content": user_message}]
-    prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(
-        [*user, {"role": "assistant", "content": answer_text}], tokenize=False
-    )
-    if not full.startswith(prompt):
-        raise ValueError(
-            "The chat template renders a conversation whose beginning differs from its "
-            "generation prompt; cannot split prompt from completion."
-        )
-    return prompt, full[len(prompt) :]
 
 
 def format_prompts(
@@ -99,17 +48,12 @@ def format_prompts(
         ],
         ignore_index=True,
     )
-    tokenizer = tokenizer_from_params(model)
-    prompts, completions, letters = [], [], []
-    for _, row in questions.iterrows():
-        letter = LETTERS[int(row["answer"])]
-        answer_text = params.completion.format(
-            letter=letter, text=row["choices"][int(row["answer"])]
-        )
-        prompt, completion = render_pair(render_user_message(row, params), answer_text, tokenizer)
-        prompts.append(prompt)
-        completions.append(completion)
-        letters.append(letter)
-    formatted = questions.assign(prompt=prompts, completion=completions, answer_letter=letters)
+    chat = ChatFormat(tokenizer_from_params(model), params)
+    pairs = [chat.prompt_and_completion(row) for _, row in questions.iterrows()]
+    formatted = questions.assign(
+        prompt=[prompt for prompt, _ in pairs],
+        completion=[completion for _, completion in pairs],
+        answer_letter=[LETTERS[int(answer)] for answer in questions["answer"]],
+    )
     logger.info("format_prompts: %d prompt/completion pairs", len(formatted))
     return formatted[PROMPT_COLUMNS].reset_index(drop=True)

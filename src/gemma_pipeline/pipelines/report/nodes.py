@@ -8,13 +8,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gemma_pipeline.config import ReportParams, parse_params
+from gemma_pipeline.redaction import redact
 from gemma_pipeline.reporting.plots import plot_loss_curve, plot_per_subject, png_base64
 from gemma_pipeline.reporting.report import ReportInputs, render_html, render_markdown
-from gemma_pipeline.tracking import redact
 
 
 def build_report(
-    metrics: dict[str, Any],
+    heldout_metrics: dict[str, Any],
     benchmark_metrics: dict[str, Any],
     benchmark_rejected_rows: pd.DataFrame,
     train_metrics: dict[str, Any],
@@ -33,7 +33,7 @@ def build_report(
     """
     params = parse_params(ReportParams, report_params, "report")
     inputs = ReportInputs(
-        metrics=metrics,
+        heldout_metrics=heldout_metrics,
         train_metrics=train_metrics,
         ingest_summary=ingest_summary,
         run_metadata=run_metadata,
@@ -46,7 +46,7 @@ def build_report(
         significance_se=params.significance_se,
         collapse_share=params.collapse_share,
     )
-    per_subject = plot_per_subject(metrics)
+    per_subject = plot_per_subject(heldout_metrics)
     images = {
         "per_subject": png_base64(per_subject),
         "loss_curve": png_base64(

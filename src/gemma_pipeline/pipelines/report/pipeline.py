@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=build_report,
                 inputs=[
-                    "metrics",
+                    "heldout_metrics",
                     "benchmark_metrics",
                     "benchmark_rejected_rows",
                     "train_metrics",

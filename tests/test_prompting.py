@@ -1,0 +1,173 @@
+"""The one prompt module: the same text and tokens for training and for evaluation."""
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gemma_pipeline.config import FormatPromptsParams, IngestParams
+from gemma_pipeline.evaluation.benchmarks import task_docs
+from gemma_pipeline.evaluation.engine import encode_pairs
+from gemma_pipeline.pipelines.format_prompts.nodes import format_prompts
+from gemma_pipeline.pipelines.tokenize.nodes import tokenize_prompts
+from gemma_pipeline.prompting import (
+    IGNORE_INDEX,
+    ChatFormat,
+    encode_training_example,
+    render_user_message,
+    rotate_options,
+)
+from gemma_pipeline.sources.ingest import read_benchmarks
+
+WORDS = st.lists(
+    st.sampled_from(["the", "answer", "is", "a", "b", "1", "2", "cat", "x"]), max_size=60
+)
+
+FORMAT = {
+    "templates": {
+        "mmlu": {"user": "Question about {subject}.\n{question}\n{options}\nAnswer:"},
+        "mathqa": {"user": "Solve.\n{question}\n{options}"},
+    },
+}
+
+
+def _questions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "row_id": ["m1", "q1"],
+            "source": ["mmlu", "mathqa"],
+            "task": ["mmlu", "mathqa"],
+            "split": ["train", "test"],
+            "subject": ["", "gain"],
+            "question": ["What is 2 + 2?", "A train goes 10 km in 2 h. Speed?"],
+            "choices": [["3", "4", "5", "6"], ["2", "5", "10", "20", "none"]],
+            "answer": [1, 1],
+            "rationale": [None, "10 / 2 = 5"],
+        }
+    )
+
+
+def _prompt(tokenizer, text: str) -> str:
+    messages = [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def test_user_message_letters_options_and_falls_back_on_empty_subject():
+    params = FormatPromptsParams.model_validate(FORMAT)
+    row = _questions().iloc[0]
+    message = render_user_message(row, params)
+    assert message == (
+        "Question about general knowledge.\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
+    )
+
+
+def test_prompt_and_completion_use_gemma_turns_and_end_the_model_turn(tiny_tokenizer):
+    question = {"task": "mmlu", "subject": "", "question": "hi there", "choices": ["3", "4"]}
+    chat = ChatFormat(
+        tiny_tokenizer, FormatPromptsParams(templates={"mmlu": {"user": "{question}"}})
+    )
+    prompt, completion = chat.prompt_and_completion({**question, "answer": 1})
+    assert prompt == "<bos><start_of_turn>user\nhi there<end_of_turn>\n<start_of_turn>model\n"
+    assert completion == "B. 4<end_of_turn>\n"
+    assert prompt == chat.prompt(question)
+
+
+def test_rotations_keep_the_answer_and_stay_adjacent():
+    questions = _questions().assign(split="train")
+    rotated = rotate_options(questions, 4)
+    first = rotated[rotated["question_id"] == "m1"]
+    assert first["row_id"].tolist() == ["m1", "m1/rot1", "m1/rot2", "m1/rot3"]
+    assert rotated.index[rotated["question_id"] == "m1"].tolist() == [0, 1, 2, 3]
+    for _, row in rotated.iterrows():
+        assert row["choices"][row["answer"]] == ("4" if row["question_id"] == "m1" else "5")
+    # Every letter is the right one exactly once across a question's four rotations.
+    assert sorted(first["answer"]) == [0, 1, 2, 3]
+
+
+def test_exactly_one_bos_and_completion_only_labels(tiny_tokenizer):
+    prompt = _prompt(tiny_tokenizer, "what is the answer")
+    assert prompt.startswith(tiny_tokenizer.bos_token)  # the template writes BOS as text
+    row = encode_training_example(prompt, "B. 2<end_of_turn>\n", tiny_tokenizer, max_length=512)
+
+    ids, labels = row["input_ids"], row["labels"]
+    assert ids.count(tiny_tokenizer.bos_token_id) == 1 and ids[0] == tiny_tokenizer.bos_token_id
+    n = row["prompt_length"]
+    assert labels[:n] == [IGNORE_INDEX] * n
+    assert labels[n:] == ids[n:] and len(labels[n:]) > 0
+    assert tiny_tokenizer.decode(ids[n:]).startswith("B")
+    assert not row["truncated"]
+
+
+def test_bos_is_added_when_the_prompt_text_has_none(tiny_tokenizer):
+    row = encode_training_example("the answer is", " a", tiny_tokenizer, max_length=64)
+    assert row["input_ids"].count(tiny_tokenizer.bos_token_id) == 1
+    assert row["input_ids"][0] == tiny_tokenizer.bos_token_id
+
+
+def test_truncation_cuts_the_prompt_head_and_keeps_the_completion(tiny_tokenizer):
+    prompt = _prompt(tiny_tokenizer, " ".join(["cat"] * 200) + " the answer is")
+    completion = "A. 1<end_of_turn>\n"
+    full = encode_training_example(prompt, completion, tiny_tokenizer, max_length=10_000)
+    cut = encode_training_example(prompt, completion, tiny_tokenizer, max_length=32)
+
+    assert cut["truncated"] and len(cut["input_ids"]) == 32
+    assert cut["input_ids"][0] == tiny_tokenizer.bos_token_id
+    n_completion = len(full["input_ids"]) - full["prompt_length"]
+    assert cut["input_ids"][-n_completion:] == full["input_ids"][-n_completion:]
+    # The end of the prompt (the model-turn header) survives, the start does not.
+    tail = full["input_ids"][full["prompt_length"] - 5 : full["prompt_length"]]
+    assert cut["input_ids"][cut["prompt_length"] - 5 : cut["prompt_length"]] == tail
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(prompt_words=WORDS, completion_words=WORDS, max_length=st.integers(10, 80))
+def test_invariants_hold_for_any_pair(tiny_tokenizer, prompt_words, completion_words, max_length):
+    prompt = _prompt(tiny_tokenizer, " ".join(prompt_words))
+    completion = " ".join(completion_words) + "<end_of_turn>\n"
+    row = encode_training_example(prompt, completion, tiny_tokenizer, max_length=max_length)
+
+    ids, labels = row["input_ids"], row["labels"]
+    assert len(ids) == len(labels) == len(row["attention_mask"]) <= max_length
+    assert ids.count(tiny_tokenizer.bos_token_id) == 1 and ids[0] == tiny_tokenizer.bos_token_id
+    assert all(label == IGNORE_INDEX for label in labels[: row["prompt_length"]])
+    assert labels[row["prompt_length"] :] == ids[row["prompt_length"] :]
+    assert any(label != IGNORE_INDEX for label in labels)
+
+
+def test_chat_benchmark_prompts_equal_the_training_prompts_token_for_token(
+    tiny_tokenizer, tiny_tokenizer_dir
+):
+    """The chat style's whole claim: the fine-tune is asked exactly as it was trained."""
+    sources = {
+        "mmlu": {"task": "mmlu", "loader": "sample", "sample": {"test": 6}},
+        "mathqa": {"task": "mathqa", "loader": "sample", "sample": {"test": 4}},
+    }
+    benchmark, _, _ = read_benchmarks(
+        IngestParams.model_validate({"sources": {}, "benchmarks": sources})
+    )
+    model = {"name_or_path": str(tiny_tokenizer_dir)}
+    # The training path: format_prompts, then tokenize, exactly as the pipeline runs them.
+    prompts = format_prompts(benchmark.assign(split="test"), FORMAT, model)
+    tokenized = tokenize_prompts(prompts, {"max_length": 512}, model)["test"]
+    trained = {
+        row_id: (ids[:n], ids[n])
+        for row_id, ids, n in zip(
+            tokenized["row_id"], tokenized["input_ids"], tokenized["prompt_length"], strict=True
+        )
+    }
+    chat = ChatFormat(tiny_tokenizer, FormatPromptsParams.model_validate(FORMAT))
+    compared = 0
+    for task in ("mmlu", "mathqa"):
+        for doc in task_docs(benchmark, task, 0, "chat", chat):
+            prompt_ids, answer_token = trained[doc.row_id]
+            pairs = [(request.context, request.continuation) for request in doc.requests]
+            intact = [request.intact_context for request in doc.requests]
+            encoded = encode_pairs(tiny_tokenizer, pairs, intact)
+            for choice, (context_ids, continuation_ids) in enumerate(encoded):
+                assert context_ids == prompt_ids
+                assert len(continuation_ids) == 1
+                if choice == doc.gold:  # the letter training put its label on
+                    assert continuation_ids == [answer_token]
+            compared += 1
+    assert compared == 10
