@@ -32,8 +32,8 @@ from tokenizers import Tokenizer, models
 from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
+from gemma_pipeline.prompting import IGNORE_INDEX
 from gemma_pipeline.training.data import (
-    IGNORE_INDEX,
     CompletionCollator,
     PackingCollator,
     real_token_count,

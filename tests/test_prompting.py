@@ -53,7 +53,7 @@ def _prompt(tokenizer, text: str) -> str:
 
 def test_user_message_letters_options_and_falls_back_on_empty_subject():
     params = FormatPromptsParams.model_validate(FORMAT)
-    row = _questions().iloc[0]
+    row = _questions().set_index("row_id").loc["m1"]
     message = render_user_message(row, params)
     assert message == (
         "Question about general knowledge.\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
@@ -92,8 +92,9 @@ def test_exactly_one_bos_and_completion_only_labels(tiny_tokenizer):
     assert ids.count(tiny_tokenizer.bos_token_id) == 1 and ids[0] == tiny_tokenizer.bos_token_id
     n = row["prompt_length"]
     assert labels[:n] == [IGNORE_INDEX] * n
-    assert labels[n:] == ids[n:] and len(labels[n:]) > 0
-    assert tiny_tokenizer.decode(ids[n:]).startswith("B")
+    assert ids[:n] == tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert labels[n:] == ids[n:]
+    assert ids[n:] == tiny_tokenizer("B. 2<end_of_turn>\n", add_special_tokens=False)["input_ids"]
     assert not row["truncated"]
 
 

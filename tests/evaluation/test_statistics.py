@@ -43,12 +43,27 @@ def test_paired_difference_is_the_ttest_of_the_differences():
         statistics.paired_difference([1.0], [1.0, 0.0])
 
 
-def test_pooled_stderr_of_equal_means_equals_the_stderr_of_all_rows():
-    a, b = [1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
-    pooled = statistics.pooled([statistics.mean(a), statistics.mean(b)])
-    assert pooled.value == pytest.approx(stdlib.fmean(a + b))
-    assert pooled.stderr == pytest.approx(stats.sem(a + b))
-    assert pooled.n == 10
+GROUPS = [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]]
+
+
+def test_pooled_is_the_size_weighted_mean_with_the_pooled_within_group_variance():
+    pooled = statistics.pooled([statistics.mean(g) for g in GROUPS])
+    everything = [x for g in GROUPS for x in g]
+    assert pooled.value == pytest.approx(stdlib.fmean(everything))
+    assert pooled.n == len(everything)
+    within = sum((len(g) - 1) * stdlib.variance(g) for g in GROUPS) / (len(everything) - 3)
+    assert pooled.stderr == pytest.approx(math.sqrt(within / len(everything)))
+
+
+def test_pooled_stderr_is_lm_evals_own():
+    lm_eval_metrics = pytest.importorskip("lm_eval.api.metrics")
+    estimates = [statistics.mean(g) for g in GROUPS]
+    theirs = lm_eval_metrics.pooled_sample_stderr(
+        [e.stderr for e in estimates], [e.n for e in estimates]
+    )
+    assert statistics.pooled(estimates).stderr == pytest.approx(float(theirs))
+    # One subset with a single document has no standard error, so neither has the group.
+    assert statistics.pooled([statistics.mean([1.0]), estimates[0]]).stderr is None
 
 
 def test_mean_of_means_is_the_unweighted_mean_of_independent_means():

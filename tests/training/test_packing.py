@@ -11,8 +11,8 @@ from datasets import Dataset
 
 from gemma_pipeline.config import ModelParams, ParameterError, TrainQloraParams, parse_params
 from gemma_pipeline.modeling import load_causal_lm
+from gemma_pipeline.prompting import IGNORE_INDEX
 from gemma_pipeline.training.data import (
-    IGNORE_INDEX,
     CompletionCollator,
     PackingCollator,
     real_token_count,

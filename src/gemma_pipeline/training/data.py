@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-IGNORE_INDEX = -100
+from gemma_pipeline.prompting import IGNORE_INDEX
 
 
 def training_rows(

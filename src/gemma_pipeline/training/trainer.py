@@ -10,8 +10,9 @@ from transformers import PreTrainedModel
 from trl import SFTTrainer
 
 from gemma_pipeline.modeling.heads import project_to_logits, run_backbone
+from gemma_pipeline.prompting import IGNORE_INDEX
 
-from .data import IGNORE_INDEX, GroupShuffleSampler
+from .data import GroupShuffleSampler
 
 
 def selective_causal_lm_loss(

@@ -32,8 +32,9 @@ def test_format_prompts_builds_every_pair(tiny_tokenizer_dir):
     assert list(prompts.columns) == PROMPT_COLUMNS
     assert prompts["answer_letter"].tolist() == ["B", "B"]
     assert prompts["completion"].tolist() == ["B. 4<end_of_turn>\n", "B. 5<end_of_turn>\n"]
-    assert "E. none" in prompts.loc[1, "prompt"]
-    assert prompts.loc[1, "prompt"].count("<start_of_turn>user") == 1
+    mathqa = prompts.set_index("row_id").loc["q1", "prompt"]
+    assert "E. none" in mathqa
+    assert mathqa.count("<start_of_turn>user") == 1
 
 
 def test_missing_template_for_a_task_is_an_error(tiny_tokenizer_dir):

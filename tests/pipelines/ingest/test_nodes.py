@@ -5,7 +5,6 @@ import pytest
 
 from gemma_pipeline.pipelines.ingest.nodes import ingest_sources
 from gemma_pipeline.sources import SourceLayoutError, make_row_id, normalize, parse_options
-from gemma_pipeline.sources.ingest import quarantine_leaked_rows
 from gemma_pipeline.sources.schema import QUESTION_COLUMNS, REJECT_COLUMNS
 
 OPTIONS = "a ) 1 , b ) 2 , c ) 3 , d ) 4 , e ) 5"
@@ -108,22 +107,6 @@ def test_train_rows_that_repeat_a_test_question_are_quarantined(tmp_path):
     assert rejected[["split", "row_id"]].values.tolist() == [["train", row_id]]
     assert rejected["reason"].tolist() == [f"question: same content as {row_id} in the test split"]
     assert summary["counts"]["mq"]["train"] == {"read": 2, "accepted": 1, "rejected": 1}
-
-
-def test_quarantine_prefers_test_over_validation():
-    questions = pd.DataFrame(
-        {
-            "row_id": ["x", "x", "y"],
-            "source": ["s"] * 3,
-            "split": ["validation", "test", "train"],
-            "question": ["q", "q", "r"],
-            "choices": [["a"], ["a"], ["b"]],
-            "answer": [0, 0, 0],
-        }
-    )
-    kept, leaked = quarantine_leaked_rows(questions)
-    assert kept["split"].tolist() == ["test", "train"]
-    assert leaked["split"].tolist() == ["validation"]
 
 
 def test_unknown_layout_names_the_columns_found(tmp_path):
