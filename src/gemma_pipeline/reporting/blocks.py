@@ -23,6 +23,11 @@ class Styled:
 Cell = str | Styled
 
 
+def strong_if(text: str, condition: bool) -> Cell:
+    """``text`` as a bold cell where ``condition`` holds (a significant change), else plain."""
+    return Styled(text, "strong") if condition else text
+
+
 @dataclass(frozen=True)
 class Heading:
     text: str
