@@ -120,3 +120,19 @@ def test_summaries_are_records_in_run_order_for_both_models():
 def test_nothing_to_summarize_is_an_error():
     with pytest.raises(ValueError, match="benchmark_predictions is empty"):
         summarize_benchmarks(pd.DataFrame(), {"models": {}})
+
+
+def test_every_number_of_both_models_has_a_change_record():
+    metrics = summarize_benchmarks(_predictions(), {"models": {}})
+    by_kind = {
+        (r["model"], r["style"], r["metric"]): r for r in metrics["records"] if r["level"] == "task"
+    }
+    for style in ("plain", "chat"):
+        for metric in ("acc", "acc_norm"):
+            base, tuned = by_kind["base", style, metric], by_kind["finetuned", style, metric]
+            change = by_kind["change", style, metric]
+            assert change["value"] == pytest.approx(tuned["value"] - base["value"])
+            assert change["stderr"] == pytest.approx(
+                (base["stderr"] ** 2 + tuned["stderr"] ** 2) ** 0.5
+            )
+            assert change["n"] == 3

@@ -116,7 +116,7 @@ def test_benchmark_sections_in_markdown(benchmark_metrics):
         (lambda b: b["runs"][0].pop("shots"), r"runs\[0\]: missing shots"),
         (lambda b: b["records"][0].update(shots=1), r"records\[0\]: run \('mmlu', 1, 'plain'\)"),
         (lambda b: b["records"][0].update(model="other"), r"records\[0\]: model 'other'"),
-        (lambda b: b["records"].append(b["records"][0]), r"records\[14\]: repeats the base"),
+        (lambda b: b["records"].append(b["records"][0]), r"records\[\d+\]: repeats the base"),
     ],
 )
 def test_malformed_benchmark_records_are_named(benchmark_metrics, change, error):

@@ -165,7 +165,12 @@ def summarize_benchmarks(
     predictions: pd.DataFrame, lm_eval_results: dict[str, Any]
 ) -> dict[str, Any]:
     """``benchmark_metrics``: one record per (task, shots, style, model, metric, level, group),
-    from the stored per-document predictions, and the lm-eval pass-through's own metrics."""
+    from the stored per-document predictions, and the lm-eval pass-through's own metrics.
+
+    ``model`` is ``base``, ``finetuned``, or ``change``: fine-tuned minus base, with the
+    standard error of a difference of independent estimates (conservative: both models
+    answered the same documents).
+    """
     if predictions.empty and not lm_eval_results.get("models"):
         raise ValueError("benchmark_predictions is empty and lm-eval ran no task")
     runs = predictions[RUN_KEYS].drop_duplicates().to_dict(orient="records")
@@ -182,6 +187,7 @@ def summarize_benchmarks(
                 | _record(metric, statistics.Estimate(value["value"], value["stderr"], None))
                 for metric, value in spec["metrics"].items()
             ]
+    records += _changes(records)
     first = predictions.iloc[0] if not predictions.empty else {}
     return {
         "base_model": first.get("base_model", lm_eval_results.get("base_model")),
@@ -190,3 +196,21 @@ def summarize_benchmarks(
         "runs": [{**run, "shots": int(run["shots"])} for run in runs],
         "records": records,
     }
+
+
+def _changes(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ``change`` record for every number both models have."""
+    by_number: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for record in records:
+        number = tuple(record[k] for k in (*RUN_KEYS, "metric", "level", "group"))
+        by_number.setdefault(number, {})[record["model"]] = record
+    changes = []
+    for models in by_number.values():
+        if {"base", "finetuned"} <= set(models):
+            base, tuned = (
+                statistics.Estimate(models[m]["value"], models[m]["stderr"], models[m]["n"])
+                for m in ("base", "finetuned")
+            )
+            change = statistics.independent_difference(tuned, base)
+            changes.append({**models["base"], "model": "change", **change.as_dict()})
+    return changes

@@ -22,7 +22,7 @@ import numpy as np
 class Estimate:
     value: float | None
     stderr: float | None
-    n: int
+    n: int | None  # None: not known (a number reported by lm-eval itself)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,11 +98,12 @@ def perplexity(nll: Sequence[float], tokens: Sequence[int]) -> Estimate:
 
 def independent_difference(after: Estimate, before: Estimate) -> Estimate:
     """``after - before`` of two estimates from independent samples (SEs add in quadrature)."""
+    n = None if after.n is None or before.n is None else min(after.n, before.n)
     if after.value is None or before.value is None:
-        return Estimate(None, None, min(after.n, before.n))
+        return Estimate(None, None, n)
     stderr = (
         math.hypot(after.stderr, before.stderr)
         if after.stderr is not None and before.stderr is not None
         else None
     )
-    return Estimate(after.value - before.value, stderr, min(after.n, before.n))
+    return Estimate(after.value - before.value, stderr, n)

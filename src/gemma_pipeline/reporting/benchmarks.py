@@ -7,7 +7,6 @@ measure and rejects, naming it, any record it cannot place: a benchmark number i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -16,7 +15,6 @@ from gemma_pipeline.reporting.formatting import (
     MISSING,
     format_estimate,
     format_number,
-    is_number,
     is_significant,
 )
 
@@ -25,6 +23,8 @@ LM_EVAL_STYLE = "lm-eval"
 _RUN_FIELDS = ("task", "shots", "style")
 _RECORD_FIELDS = (*_RUN_FIELDS, "model", "metric", "level", "group", "value", "stderr", "n")
 _MODELS = ("base", "finetuned")
+#: Each number of both models also has a "change" record: fine-tuned minus base, with its SE.
+_KINDS = (*_MODELS, "change")
 
 Run = tuple[str, Any, str]  # (task, shots, style)
 
@@ -85,9 +85,9 @@ def paired_records(bench: Mapping[str, Any]) -> PairedRecords:
         key = NumberKey(*(record[name] for name in (*_RUN_FIELDS, "level", "group", "metric")))
         if key.style != LM_EVAL_STYLE and key.run not in runs:
             raise ValueError(f"benchmark_metrics {where}: run {key.run} is not in runs")
-        if record["model"] not in _MODELS:
+        if record["model"] not in _KINDS:
             raise ValueError(
-                f"benchmark_metrics {where}: model {record['model']!r} is not one of {_MODELS}"
+                f"benchmark_metrics {where}: model {record['model']!r} is not one of {_KINDS}"
             )
         models = paired.setdefault(key, {})
         if record["model"] in models:
@@ -120,10 +120,7 @@ def benchmark_table_rows(
             if key.run != run or key.level != "task":
                 continue
             base, tuned = models.get("base", {}), models.get("finetuned", {})
-            b, f = base.get("value"), tuned.get("value")
-            change = f - b if is_number(b) and is_number(f) else None
-            # The models answer the same questions, but only their SEs are kept: unpaired.
-            se = math.sqrt((base.get("stderr") or 0) ** 2 + (tuned.get("stderr") or 0) ** 2)
+            change = models.get("change", {})
             rows.append(
                 {
                     "task": key.task,
@@ -132,8 +129,10 @@ def benchmark_table_rows(
                     "metric": key.metric,
                     "base": _estimate(base),
                     "finetuned": _estimate(tuned),
-                    "change": format_number(change, percent=True, signed=True),
-                    "significant": is_significant(change, se, significance_se),
+                    "change": format_number(change.get("value"), percent=True, signed=True),
+                    "significant": is_significant(
+                        change.get("value"), change.get("stderr"), significance_se
+                    ),
                     "n": _count(models),
                 }
             )
