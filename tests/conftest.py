@@ -13,9 +13,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
 
+import copy
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -140,3 +142,35 @@ def tiny_model_dir(tiny_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory
     build_tiny_model(tiny_tokenizer).save_pretrained(folder)
     tiny_tokenizer.save_pretrained(folder)
     return folder
+
+
+#: format_prompts parameters of the prompt tests: one template per task.
+PROMPT_FORMAT = {
+    "templates": {
+        "mmlu": {"user": "Question about {subject}.\n{question}\n{options}\nAnswer:"},
+        "mathqa": {"user": "Solve.\n{question}\n{options}"},
+    },
+}
+
+
+@pytest.fixture
+def prompt_format() -> dict[str, Any]:
+    return copy.deepcopy(PROMPT_FORMAT)
+
+
+@pytest.fixture
+def two_questions() -> pd.DataFrame:
+    """An MMLU training question without a subject and a Math-QA test question."""
+    return pd.DataFrame(
+        {
+            "row_id": ["m1", "q1"],
+            "source": ["mmlu", "mathqa"],
+            "task": ["mmlu", "mathqa"],
+            "split": ["train", "test"],
+            "subject": ["", "gain"],
+            "question": ["What is 2 + 2?", "A train goes 10 km in 2 h. Speed?"],
+            "choices": [["3", "4", "5", "6"], ["2", "5", "10", "20", "none"]],
+            "answer": [1, 1],
+            "rationale": [None, "10 / 2 = 5"],
+        }
+    )

@@ -1,6 +1,5 @@
 """The one prompt module: the same text and tokens for training and for evaluation."""
 
-import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,38 +21,15 @@ WORDS = st.lists(
     st.sampled_from(["the", "answer", "is", "a", "b", "1", "2", "cat", "x"]), max_size=60
 )
 
-FORMAT = {
-    "templates": {
-        "mmlu": {"user": "Question about {subject}.\n{question}\n{options}\nAnswer:"},
-        "mathqa": {"user": "Solve.\n{question}\n{options}"},
-    },
-}
-
-
-def _questions() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "row_id": ["m1", "q1"],
-            "source": ["mmlu", "mathqa"],
-            "task": ["mmlu", "mathqa"],
-            "split": ["train", "test"],
-            "subject": ["", "gain"],
-            "question": ["What is 2 + 2?", "A train goes 10 km in 2 h. Speed?"],
-            "choices": [["3", "4", "5", "6"], ["2", "5", "10", "20", "none"]],
-            "answer": [1, 1],
-            "rationale": [None, "10 / 2 = 5"],
-        }
-    )
-
 
 def _prompt(tokenizer, text: str) -> str:
     messages = [{"role": "user", "content": text}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def test_user_message_letters_options_and_falls_back_on_empty_subject():
-    params = FormatPromptsParams.model_validate(FORMAT)
-    row = _questions().set_index("row_id").loc["m1"]
+def test_user_message_letters_options_and_falls_back_on_empty_subject(prompt_format, two_questions):
+    params = FormatPromptsParams.model_validate(prompt_format)
+    row = two_questions.set_index("row_id").loc["m1"]
     message = render_user_message(row, params)
     assert message == (
         "Question about general knowledge.\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"
@@ -71,8 +47,8 @@ def test_prompt_and_completion_use_gemma_turns_and_end_the_model_turn(tiny_token
     assert prompt == chat.prompt(question)
 
 
-def test_rotations_keep_the_answer_and_stay_adjacent():
-    questions = _questions().assign(split="train")
+def test_rotations_keep_the_answer_and_stay_adjacent(two_questions):
+    questions = two_questions.assign(split="train")
     rotated = rotate_options(questions, 4)
     first = rotated[rotated["question_id"] == "m1"]
     assert first["row_id"].tolist() == ["m1", "m1/rot1", "m1/rot2", "m1/rot3"]
@@ -137,7 +113,7 @@ def test_invariants_hold_for_any_pair(tiny_tokenizer, prompt_words, completion_w
 
 
 def test_chat_benchmark_prompts_equal_the_training_prompts_token_for_token(
-    tiny_tokenizer, tiny_tokenizer_dir
+    tiny_tokenizer, tiny_tokenizer_dir, prompt_format
 ):
     """The chat style's whole claim: the fine-tune is asked exactly as it was trained."""
     sources = {
@@ -149,7 +125,7 @@ def test_chat_benchmark_prompts_equal_the_training_prompts_token_for_token(
     )
     model = {"name_or_path": str(tiny_tokenizer_dir)}
     # The training path: format_prompts, then tokenize, exactly as the pipeline runs them.
-    prompts = format_prompts(benchmark.assign(split="test"), FORMAT, model)
+    prompts = format_prompts(benchmark.assign(split="test"), prompt_format, model)
     tokenized = tokenize_prompts(prompts, {"max_length": 512}, model)["test"]
     trained = {
         row_id: (ids[:n], ids[n])
@@ -157,7 +133,7 @@ def test_chat_benchmark_prompts_equal_the_training_prompts_token_for_token(
             tokenized["row_id"], tokenized["input_ids"], tokenized["prompt_length"], strict=True
         )
     }
-    chat = ChatFormat(tiny_tokenizer, FormatPromptsParams.model_validate(FORMAT))
+    chat = ChatFormat(tiny_tokenizer, FormatPromptsParams.model_validate(prompt_format))
     compared = 0
     for task in ("mmlu", "mathqa"):
         for doc in task_docs(benchmark, task, 0, "chat", chat):

@@ -1,1 +1,7 @@
-"""Scoring primitives (log-likelihoods over a shared prompt) and metrics over their results."""
+"""Scoring a model and summarizing the scores.
+
+One engine answers every request (``engine.py``: ``loglikelihood``, ``generate_until``); the
+benchmark tasks are data (``tasks/``) and the held-out diagnostics are requests too
+(``heldout.py``); ``statistics.py`` computes every estimate reported. Summaries are pure
+functions of stored predictions.
+"""
