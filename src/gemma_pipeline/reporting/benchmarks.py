@@ -74,8 +74,8 @@ def paired_records(bench: Mapping[str, Any]) -> PairedRecords:
     """
     if "records" not in bench:
         raise ValueError(
-            "benchmark_metrics: no 'records' (a file from before the records layout? "
-            "re-run evaluate_benchmarks)"
+            "benchmark_metrics: no 'records' (a file written before the records layout? "
+            "rerun kedro run --pipeline evaluation)"
         )
     runs = set(benchmark_runs(bench))
     paired: PairedRecords = {}
