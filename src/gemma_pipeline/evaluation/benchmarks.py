@@ -121,7 +121,9 @@ PROMPT_STYLES = {
 }
 
 
-def _record(metric: str, estimate: statistics.Estimate, level: str = "task", group=None) -> dict:
+def _record(
+    metric: str, estimate: statistics.Estimate, level: str = "task", group: str | None = None
+) -> dict[str, Any]:
     return {"metric": metric, "level": level, "group": group, **estimate.as_dict()}
 
 
