@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: a tiny offline Gemma-style tokenizer and a tiny random Gemma 2 model.
+"""Suite-wide fixtures: a tiny offline Gemma-style tokenizer and a tiny random Gemma 2 model;
+for the export tests, tiny Gemma-2 and Gemma-3 folders with a real SentencePiece tokenizer.
 
 Both are built in a few hundred milliseconds without any download, once per test session.
 They are shared objects: copy (``copy.deepcopy``) before mutating the tokenizer.
@@ -14,22 +15,30 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
 
 import copy
+import io
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+import sentencepiece
 import torch
+from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoTokenizer,
     Gemma2Config,
     Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GenerationConfig,
     PreTrainedTokenizerFast,
 )
 
 from gemma_pipeline.modeling.chat_template import GEMMA_CHAT_TEMPLATE
-from gemma_pipeline.modeling.loading import load_tokenizer
+from gemma_pipeline.modeling.loading import load_causal_lm, load_tokenizer
 
 #: Special tokens with Gemma's ids for the first four; the turn markers follow.
 TINY_SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
@@ -174,3 +183,128 @@ def two_questions() -> pd.DataFrame:
             "rationale": [None, "10 / 2 = 5"],
         }
     )
+
+
+# --- a real SentencePiece tokenizer, for llama.cpp's converter ---------------------------------
+# llama.cpp's Gemma converter reads the SentencePiece tokenizer.model (the Gemma-2 path needs
+# it), so the export tests train a small one, with Gemma's id layout (0 pad, 1 eos, 2 bos, 3 unk,
+# 4 mask) and its turn markers, and build the HF tokenizer from it as the hub's folders hold it.
+
+_SPM_SPECIAL = ["<mask>", "<start_of_turn>", "<end_of_turn>"]
+
+
+def _train_sentencepiece() -> bytes:
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_TINY_CORPUS * 4),
+        model_writer=model,
+        vocab_size=512,
+        model_type="bpe",
+        byte_fallback=True,  # as Gemma's: any text encodes, no <unk>
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        pad_piece="<pad>",
+        eos_piece="<eos>",
+        bos_piece="<bos>",
+        unk_piece="<unk>",
+        user_defined_symbols=_SPM_SPECIAL,
+        add_dummy_prefix=False,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_tokenizer_dir(tmp_path_factory) -> Path:
+    """tokenizer.model + tokenizer_config.json: what AutoTokenizer converts from."""
+    folder = tmp_path_factory.mktemp("spm-tokenizer")
+    (folder / "tokenizer.model").write_bytes(_train_sentencepiece())
+    config = {
+        "tokenizer_class": "GemmaTokenizer",
+        "bos_token": "<bos>",
+        "eos_token": "<eos>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "mask_token": "<mask>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "extra_special_tokens": _SPM_SPECIAL[1:],
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def _save_with_tokenizer(model: Any, tokenizer: Any, spm_dir: Path, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    shutil.copyfile(spm_dir / "tokenizer.model", folder / "tokenizer.model")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def spm_tokenizer(sentencepiece_tokenizer_dir) -> Any:
+    tokenizer = AutoTokenizer.from_pretrained(sentencepiece_tokenizer_dir)
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def gemma2_dir(spm_tokenizer, sentencepiece_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny random Gemma-2 (both softcaps, sliding window) with the SentencePiece tokenizer."""
+    model = build_tiny_model(spm_tokenizer)
+    folder = tmp_path_factory.mktemp("gemma2-spm")
+    return _save_with_tokenizer(model, spm_tokenizer, sentencepiece_tokenizer_dir, folder)
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir(spm_tokenizer, sentencepiece_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny random Gemma-3 text model (the embedded default's architecture)."""
+    config = Gemma3TextConfig(
+        vocab_size=len(spm_tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=32,
+        max_position_embeddings=512,
+        pad_token_id=spm_tokenizer.pad_token_id,
+        bos_token_id=spm_tokenizer.bos_token_id,
+        eos_token_id=spm_tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(TINY_SEED)
+    model = Gemma3ForCausalLM(config)
+    folder = tmp_path_factory.mktemp("gemma3-spm")
+    return _save_with_tokenizer(model, spm_tokenizer, sentencepiece_tokenizer_dir, folder)
+
+
+def _make_adapter(model_dir: Path, folder: Path) -> Path:
+    """A non-zero LoRA adapter (init_lora_weights=False), so merging changes the weights."""
+    torch.manual_seed(0)
+    model = load_causal_lm(str(model_dir), embedded_cache_dir="x", dtype="float32")
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+    )
+    get_peft_model(model, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_adapter():
+    """``make_adapter(model_dir, folder)``: a random non-zero LoRA adapter for that model."""
+    return _make_adapter

@@ -261,6 +261,41 @@ class ReportParams(StrictModel):
     collapse_share: float = Field(default=0.5, gt=0, le=1)
 
 
+# --- export -----------------------------------------------------------------------------------
+
+
+class ExportChecksParams(StrictModel):
+    # Fixed chat prompts: logits and greedy continuations are compared on them.
+    prompts: list[str] = Field(min_length=1)
+    greedy_tokens: int = Field(default=32, ge=32)
+    # Merged bf16 weights against base + adapter, both computed in float32: the difference is
+    # bf16's rounding of W + BA (8 significant bits), measured in docs/export.md.
+    merge_logit_tolerance: float = Field(default=0.5, gt=0)
+    # Held-out completions on which quantized GGUFs are scored against the full-precision one.
+    heldout_completions: int = Field(default=32, gt=0)
+    # A chat completion must end at <end_of_turn> well before this many tokens.
+    stop_max_tokens: int = Field(default=32, gt=0)
+    q8_0_max_perplexity_change: float = Field(default=0.01, gt=0)
+
+
+class HubPushParams(StrictModel):
+    repo_id: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    private: bool = True
+
+
+class ExportParams(StrictModel):
+    # The adapter is merged into the base loaded in this dtype, never into 4-bit weights.
+    merge_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # Stem of the GGUF file names: <name>-f16.gguf, <name>-q8_0.gguf, <name>-q4_k_m.gguf.
+    name: str = Field(pattern=r"^[\w.-]+$")
+    # A llama.cpp checkout; null: the converter `python -m gemma_pipeline.export.llama_cpp
+    # install` put into this Python environment.
+    converter_dir: str | None = None
+    checks: ExportChecksParams
+    # {repo_id: owner/name, private: true} uploads the merged folder, the GGUFs and the card.
+    push_to_hub: HubPushParams | None = None
+
+
 # --- tracking ---------------------------------------------------------------------------------
 
 
@@ -282,6 +317,7 @@ SECTIONS: dict[str, type[StrictModel]] = {
     "tokenize": TokenizeParams,
     "train_qlora": TrainQloraParams,
     "evaluate": EvaluateParams,
+    "export": ExportParams,
     "report": ReportParams,
     "tracking": TrackingParams,
 }

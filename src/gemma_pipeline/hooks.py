@@ -13,7 +13,8 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 
-from gemma_pipeline.config import TrackingParams, parse_params, validate_all
+from gemma_pipeline.config import ExportParams, TrackingParams, parse_params, validate_all
+from gemma_pipeline.export.hub import TOKEN_ENV, preflight, token_from
 from gemma_pipeline.provenance import run_metadata, with_pipeline
 from gemma_pipeline.redaction import redact, scrub
 from gemma_pipeline.tracking import WandbTracker, api_key_from, resolve_mode
@@ -27,6 +28,40 @@ class ParameterValidationHook:
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
         validate_all(context.params)
+
+
+def _credentials(context: KedroContext | None) -> Mapping[str, Any]:
+    """``conf/<env>/credentials.yml``; empty where there is none (a fresh checkout)."""
+    if context is None:
+        return {}
+    try:
+        credentials = context.config_loader["credentials"]
+    except Exception:
+        return {}
+    return credentials if isinstance(credentials, Mapping) else {}
+
+
+class HubPushHook:
+    """A run that would push to the Hub (``export.push_to_hub``) fails before any node when
+    the push could not happen: offline, or no token. The token from ``credentials.yml`` is
+    handed to huggingface_hub the way it reads one, through ``HF_TOKEN`` in this process."""
+
+    def __init__(self) -> None:
+        self._context: KedroContext | None = None
+
+    @hook_impl
+    def after_context_created(self, context: KedroContext) -> None:
+        self._context = context
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        if not any(node.name == "push_to_hub" for node in pipeline.nodes):
+            return
+        params = parse_params(ExportParams, catalog.load("params:export"), "export")
+        token = token_from(_credentials(self._context))
+        preflight(params.push_to_hub, token)
+        if params.push_to_hub is not None and token:
+            os.environ.setdefault(TOKEN_ENV, token)
 
 
 class RunMetadataHook:
@@ -96,15 +131,6 @@ class WandbTrackingHook:
     def after_context_created(self, context: KedroContext) -> None:
         self._context = context
 
-    def _credentials(self) -> Mapping[str, Any]:
-        if self._context is None:
-            return {}
-        try:
-            credentials = self._context.config_loader["credentials"]
-        except Exception:  # no credentials file is the normal case on a fresh checkout
-            return {}
-        return credentials if isinstance(credentials, Mapping) else {}
-
     @hook_impl
     def before_pipeline_run(
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
@@ -114,7 +140,7 @@ class WandbTrackingHook:
         try:
             params = catalog.load("parameters")
             settings = parse_params(TrackingParams, params.get("tracking") or {}, "tracking")
-            api_key = api_key_from(self._credentials(), os.environ)
+            api_key = api_key_from(_credentials(self._context), os.environ)
             mode = resolve_mode(settings.mode, os.environ.get("WANDB_MODE"), api_key is not None)
             directory = Path(settings.dir)
             if not directory.is_absolute():

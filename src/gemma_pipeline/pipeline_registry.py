@@ -6,6 +6,7 @@ from kedro.pipeline import Pipeline
 
 from gemma_pipeline.pipelines import (
     evaluate,
+    export,
     format_prompts,
     ingest,
     report,
@@ -19,7 +20,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     """Each stage alone, the stages in named groups, and the whole chain as the default.
 
     ``training`` builds its data and trains; ``evaluation`` scores the latest (or a pinned,
-    ``--load-versions adapter:<timestamp>``) adapter, summarizes and writes the report;
+    ``--load-versions adapter:<timestamp>``) adapter, summarizes, exports it (merged folder,
+    GGUF files, their checks, the model card) and writes the report; ``export`` alone exports;
     ``results`` recomputes the metrics and the report from stored predictions, with no model.
     """
     stages = {
@@ -29,12 +31,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "train_qlora": train_qlora.create_pipeline(),
         "evaluate": evaluate.create_pipeline(),
         "summarize": summarize.create_pipeline(),
+        "export": export.create_pipeline(),
         "report": report.create_pipeline(),
     }
     data = stages["ingest"] + stages["format_prompts"] + stages["tokenize"]
     training = data + stages["train_qlora"]
     results = stages["summarize"] + stages["report"]
-    evaluation = stages["evaluate"] + results
+    # The report shows the export checks, so an evaluation exports the adapter it scored.
+    evaluation = stages["evaluate"] + stages["export"] + results
     return {
         **stages,
         "data": data,

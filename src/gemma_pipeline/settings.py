@@ -2,9 +2,14 @@
 
 from kedro.config import OmegaConfigLoader
 
-from gemma_pipeline.hooks import ParameterValidationHook, RunMetadataHook, WandbTrackingHook
+from gemma_pipeline.hooks import (
+    HubPushHook,
+    ParameterValidationHook,
+    RunMetadataHook,
+    WandbTrackingHook,
+)
 
-HOOKS = (ParameterValidationHook(), RunMetadataHook(), WandbTrackingHook())
+HOOKS = (ParameterValidationHook(), HubPushHook(), RunMetadataHook(), WandbTrackingHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -49,13 +49,14 @@ def test_merged_folder_loads_alone_and_equals_base_plus_adapter(
     assert end_of_turn in model.generation_config.eos_token_id
 
     reference = _base_plus_adapter(tiny_model_dir, adapter_dir, "float32")
-    check = check_merged(folder, reference, PROMPTS, tolerance=1e-4)
+    check, continuations = check_merged(folder, reference, PROMPTS, tolerance=1e-4)
     assert check.passed, check
     assert check.prompts == 2 and check.greedy_tokens == 32
+    assert [len(tokens) for tokens in continuations] == [32, 32]
 
     # The adapter really moved the weights: the base alone is not within the tolerance.
     base = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", dtype="float32").eval()
-    assert not check_merged(folder, base, PROMPTS, tolerance=1e-4).passed
+    assert not check_merged(folder, base, PROMPTS, tolerance=1e-4)[0].passed
 
 
 def test_merging_in_bfloat16_stays_close_to_base_plus_adapter(
@@ -67,7 +68,7 @@ def test_merging_in_bfloat16_stays_close_to_base_plus_adapter(
     assert merged.dtype == torch.bfloat16
     reference = _base_plus_adapter(tiny_model_dir, adapter_dir, "bfloat16")
     # bf16 rounds the merged weights once more than W x + B A x does: measured 0.013 here.
-    check = check_merged(folder, reference, PROMPTS, tolerance=0.05)
+    check, _ = check_merged(folder, reference, PROMPTS, tolerance=0.05)
     assert check.passed, check
 
 

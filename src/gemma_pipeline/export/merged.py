@@ -9,6 +9,9 @@ source of lost quality. The folder holds everything ``AutoModelForCausalLM``,
 - the tokenizer with Gemma's chat template, and the base's SentencePiece ``tokenizer.model``
   where the base has one (transformers 5 no longer writes it; llama.cpp's Gemma converter
   needs it);
+- ``added_tokens_decoder`` in ``tokenizer_config.json``, which transformers 5 no longer writes
+  either: without it llama.cpp's converter types ``<start_of_turn>`` as a plain piece, and
+  llama.cpp then spells the chat markers out character by character;
 - a generation config that stops at ``<end_of_turn>`` as well as ``<eos>``.
 
 The check compares the reloaded folder with base + adapter (unmerged) on fixed chat prompts:
@@ -17,6 +20,7 @@ the largest |logit difference|, and whether greedy continuations are identical.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -65,6 +69,34 @@ def merge_adapter(
 ) -> Path:
     """Merge the adapter into the base (unquantized, in ``dtype``) and save the whole folder."""
     output_dir = Path(output_dir)
+    merged_model = merged_in_memory(model_params, adapter_path, dtype=dtype)
+    merged_model.save_to(output_dir)
+    return output_dir
+
+
+@dataclass(frozen=True)
+class MergedModel:
+    """The merged model with what its folder needs beside the weights; ``save_to`` writes it."""
+
+    model: Any
+    tokenizer: Any
+    sentencepiece: Path | None
+
+    def save_to(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        write_added_tokens_decoder(self.tokenizer, folder)
+        if self.sentencepiece is not None:
+            shutil.copyfile(self.sentencepiece, folder / SENTENCEPIECE_FILE)
+        else:
+            logger.info("the base has no %s: none in the merged folder", SENTENCEPIECE_FILE)
+
+
+def base_plus_adapter(
+    model_params: ModelParams, adapter_path: str | Path, *, dtype: str = "bfloat16"
+) -> PeftModel:
+    """The base loaded unquantized in ``dtype``, with the adapter attached (not merged)."""
     base = load_causal_lm(
         model_params.name_or_path,
         embedded_cache_dir=model_params.embedded_cache_dir,
@@ -72,18 +104,36 @@ def merge_adapter(
         attn_implementation=model_params.attn_implementation,
         revision=model_params.revision,
     )
-    merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
+    return PeftModel.from_pretrained(base, str(adapter_path)).eval()
+
+
+def merged_in_memory(
+    model_params: ModelParams, adapter_path: str | Path, *, dtype: str = "bfloat16"
+) -> MergedModel:
+    """The adapter merged into the base loaded unquantized in ``dtype``."""
+    merged = base_plus_adapter(model_params, adapter_path, dtype=dtype).merge_and_unload()
     tokenizer = tokenizer_from_params(model_params)
     merged.generation_config = gemma_generation_config(tokenizer)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    sentencepiece = base_sentencepiece_file(model_params)
-    if sentencepiece is not None:
-        shutil.copyfile(sentencepiece, output_dir / SENTENCEPIECE_FILE)
-    else:
-        logger.info("the base has no %s: none in the merged folder", SENTENCEPIECE_FILE)
-    return output_dir
+    return MergedModel(merged, tokenizer, base_sentencepiece_file(model_params))
+
+
+def write_added_tokens_decoder(tokenizer: Any, folder: Path) -> None:
+    """Add the added tokens, with their ``special`` flags, to ``tokenizer_config.json`` as
+    transformers 4 wrote them (llama.cpp's converter reads them there)."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["added_tokens_decoder"] = {
+        str(token_id): {
+            "content": token.content,
+            "lstrip": token.lstrip,
+            "normalized": token.normalized,
+            "rstrip": token.rstrip,
+            "single_word": token.single_word,
+            "special": token.special,
+        }
+        for token_id, token in sorted(tokenizer.added_tokens_decoder.items())
+    }
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -103,6 +153,39 @@ class MergeCheck:
 
 
 @torch.inference_mode()
+def greedy_continuation(
+    model: torch.nn.Module, prompt_ids: Sequence[int], new_tokens: int
+) -> tuple[list[int], torch.Tensor]:
+    """``new_tokens`` tokens by argmax of the logits (no sampler, no stop token), and the
+    logits over the prompt: the same loop every export check compares against."""
+    output = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
+    prompt_logits = output.logits[0].float()
+    tokens: list[int] = []
+    for _ in range(new_tokens):
+        tokens.append(int(output.logits[0, -1].argmax()))
+        output = model(
+            input_ids=torch.tensor([tokens[-1:]]),
+            past_key_values=output.past_key_values,
+            use_cache=True,
+        )
+    return tokens, prompt_logits
+
+
+def chat_prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """A user message rendered with the chat template, ready for the model's answer."""
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return encode_prompt(tokenizer, rendered)
+
+
+def load_merged_folder(merged_dir: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
+    """The folder as a user loads it: plain transformers, nothing of the project."""
+    tokenizer = load_tokenizer(str(merged_dir), embedded_cache_dir="unused")
+    model = load_causal_lm(str(merged_dir), embedded_cache_dir="unused", dtype=dtype)
+    return model.eval(), tokenizer
+
+
 def check_merged(
     merged_dir: str | Path,
     reference: torch.nn.Module,
@@ -110,30 +193,22 @@ def check_merged(
     *,
     tolerance: float,
     greedy_tokens: int = 32,
-) -> MergeCheck:
-    """Compare the saved folder, reloaded as a user would, with ``reference`` (base + adapter,
-    unmerged, in the same dtype) on chat-rendered ``prompts``.
+) -> tuple[MergeCheck, list[list[int]]]:
+    """Compare the saved folder, reloaded as a user would (in ``reference``'s dtype), with
+    ``reference`` (base + adapter, unmerged) on chat-rendered ``prompts``.
 
-    Greedy continuations run exactly ``greedy_tokens`` tokens (no stop token), so every prompt
-    compares that many.
+    Returns the check and the merged model's greedy continuations, which the GGUF checks
+    compare against.
     """
-    tokenizer = load_tokenizer(str(merged_dir), embedded_cache_dir="unused")
-    dtype = next(reference.parameters()).dtype
-    merged = load_causal_lm(
-        str(merged_dir), embedded_cache_dir="unused", dtype=str(dtype).removeprefix("torch.")
-    ).eval()
+    dtype = str(next(reference.parameters()).dtype).removeprefix("torch.")
+    merged, tokenizer = load_merged_folder(merged_dir, dtype)
     reference = reference.eval()
-    largest, identical = 0.0, True
+    largest, identical, continuations = 0.0, True, []
     for text in prompts:
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-        ids = torch.tensor([encode_prompt(tokenizer, rendered)])
-        ours, theirs = merged(input_ids=ids).logits.float(), reference(input_ids=ids).logits.float()
-        largest = max(largest, float((ours - theirs).abs().max()))
-        settings = {"max_new_tokens": greedy_tokens, "min_new_tokens": greedy_tokens}
-        settings |= {"do_sample": False, "pad_token_id": tokenizer.pad_token_id}
-        continuation = merged.generate(input_ids=ids, **settings)
-        expected = reference.generate(input_ids=ids, **settings)
-        identical &= torch.equal(continuation, expected)
-    return MergeCheck(largest, tolerance, greedy_tokens, identical, len(prompts))
+        ids = chat_prompt_ids(tokenizer, text)
+        ours, our_logits = greedy_continuation(merged, ids, greedy_tokens)
+        theirs, their_logits = greedy_continuation(reference, ids, greedy_tokens)
+        largest = max(largest, float((our_logits - their_logits).abs().max()))
+        identical &= ours == theirs
+        continuations.append(ours)
+    return MergeCheck(largest, tolerance, greedy_tokens, identical, len(prompts)), continuations

@@ -2,7 +2,8 @@
 self-contained HTML page.
 
 Each group of sections lives in its own module: ``heldout`` (results on the held-out split),
-``benchmarks`` (lm-evaluation-harness format) and ``run`` (training, data, configuration,
+``benchmarks`` (lm-evaluation-harness format), ``export`` (the exported files and their
+checks) and ``run`` (training, data, configuration,
 versions). This module only puts them in order and renders them (``reporting.blocks``), so the
 markdown file and the HTML page always say the same thing.
 
@@ -25,6 +26,7 @@ from gemma_pipeline.reporting.blocks import (
     render_html_page,
     render_markdown_blocks,
 )
+from gemma_pipeline.reporting.export import export_blocks
 from gemma_pipeline.reporting.heldout import heldout_blocks
 from gemma_pipeline.reporting.run import run_blocks
 
@@ -40,6 +42,7 @@ class ReportInputs:
     config: Mapping[str, Any] = field(default_factory=dict)
     benchmark_metrics: Mapping[str, Any] = field(default_factory=dict)
     benchmark_rejected_rows: int = 0
+    export_checks: Mapping[str, Any] = field(default_factory=dict)
     title: str = "Gemma QLoRA fine-tune: base vs fine-tuned"
     significance_se: float = 2.0
     collapse_share: float = 0.5
@@ -59,6 +62,7 @@ def report_blocks(inputs: ReportInputs) -> list[Block]:
             significance_se=inputs.significance_se,
             rejected_rows=inputs.benchmark_rejected_rows,
         ),
+        *export_blocks(inputs.export_checks),
         *run_blocks(
             train_metrics=inputs.train_metrics,
             ingest_summary=inputs.ingest_summary,

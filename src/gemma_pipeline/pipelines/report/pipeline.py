@@ -14,6 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "heldout_metrics",
                     "benchmark_metrics",
                     "benchmark_rejected_rows",
+                    "export_checks",
                     "train_metrics",
                     "ingest_summary",
                     "run_metadata",  # put in the catalog by RunMetadataHook, not catalog.yml

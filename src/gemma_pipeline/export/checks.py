@@ -1,0 +1,187 @@
+"""Every export checked against the model it came from: the record ``export_checks.json`` holds.
+
+- The merged folder, reloaded as a user would, against base + adapter (unmerged).
+- Each GGUF, loaded by llama.cpp, against the merged model in transformers and against the
+  full-precision GGUF (see ``gguf_checks``).
+
+Transformers computes in float32 on both sides of every comparison: the merged weights are
+bf16 (what ships), but float32 arithmetic keeps the comparison about the weights and the
+export, not about bf16 activations rounding differently in two implementations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gemma_pipeline.config import ExportChecksParams
+from gemma_pipeline.export import gguf_checks
+from gemma_pipeline.export.gguf import FULL_PRECISION, files_in
+from gemma_pipeline.export.llama_cpp import runtime_available
+from gemma_pipeline.export.merged import chat_prompt_ids, check_merged, load_merged_folder
+from gemma_pipeline.prompting import encode_continuation, encode_prompt
+
+logger = logging.getLogger(__name__)
+
+#: Fixed strings whose token ids llama.cpp and the HF tokenizer must agree on (the rendered
+#: chat template is added per run); spaces, digits, accents, emoji and markup on purpose.
+TOKENIZER_STRINGS = (
+    "The capital of France is Paris.",
+    "  two leading spaces, a\ttab and a trailing space ",
+    "Question: 12 + 7 = ?\nA. 18\nB. 19\nC. 20\nD. 21\nAnswer:",
+    "naïve café, Straße, 東京, 😀",
+    "<start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\n",
+    "def f(x):\n    return x ** 2  # square",
+)
+
+
+def check_exports(
+    merged_dir: str | Path,
+    gguf_dir: str | Path,
+    reference: Any,
+    heldout: Sequence[tuple[str, str]],
+    params: ExportChecksParams,
+) -> dict[str, Any]:
+    """Run every check; ``passed`` is true only when each of them passed.
+
+    Args:
+        reference: base + adapter, unmerged, in float32.
+        heldout: (prompt, completion) pairs of held-out questions, prompts chat-rendered.
+    """
+    started = time.perf_counter()
+    merge, continuations = check_merged(
+        merged_dir,
+        reference,
+        params.prompts,
+        tolerance=params.merge_logit_tolerance,
+        greedy_tokens=params.greedy_tokens,
+    )
+    logger.info(
+        "merged vs base + adapter: max |logit diff| %.3g (tolerance %g), greedy %s",
+        merge.max_abs_logit_diff,
+        merge.tolerance,
+        "identical" if merge.greedy_identical else "DIFFERENT",
+    )
+    record: dict[str, Any] = {
+        "merged_size_bytes": sum(f.stat().st_size for f in Path(merged_dir).glob("*.safetensors")),
+        "merge": {**merge.as_dict(), "compute_dtype": "float32"},
+        "gguf": _check_gguf_files(merged_dir, gguf_dir, continuations, heldout, params),
+    }
+    record["passed"] = record["merge"]["passed"] and record["gguf"]["passed"]
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    return record
+
+
+def _check_gguf_files(
+    merged_dir: str | Path,
+    gguf_dir: str | Path,
+    continuations: list[list[int]],
+    heldout: Sequence[tuple[str, str]],
+    params: ExportChecksParams,
+) -> dict[str, Any]:
+    files = files_in(gguf_dir)
+    sizes = {kind: path.stat().st_size for kind, path in files.items()}
+    if not runtime_available():
+        logger.warning("GGUF files not checked: llama-cpp-python is not installed")
+        return {
+            "runtime": None,
+            "sizes": sizes,
+            "passed": False,
+            "not_checked": "llama.cpp's runtime is not installed: pip install -e '.[llama-cpp]'",
+        }
+    model, tokenizer = load_merged_folder(merged_dir)
+    prompts_ids = [chat_prompt_ids(tokenizer, text) for text in params.prompts]
+    after_prompt = [_logits_after(model, ids) for ids in prompts_ids]
+    texts = [
+        gguf_checks.ScoredText(
+            ids=encode_prompt(tokenizer, prompt) + encode_continuation(tokenizer, completion),
+            completion_start=len(encode_prompt(tokenizer, prompt)),
+        )
+        for prompt, completion in heldout
+    ]
+    strings = [*TOKENIZER_STRINGS, _rendered_chat(tokenizer, params.prompts[0], heldout)]
+    longest = max([len(t.ids) for t in texts] + [len(p) for p in prompts_ids])
+    n_ctx = 256 * -(-(longest + params.greedy_tokens + params.stop_max_tokens) // 256)
+    input_norm = model.model.layers[0].input_layernorm.weight.detach().float().numpy()
+    end_of_turn = tokenizer.convert_tokens_to_ids(gguf_checks.END_OF_TURN)
+
+    results: dict[str, dict[str, Any]] = {}
+    reference_scores = None
+    for kind, path in files.items():
+        step = time.perf_counter()
+        llm = gguf_checks.open_gguf(path, n_ctx=n_ctx)
+        result: dict[str, Any] = {"file": path.name, "size_bytes": sizes[kind]}
+        result["tokenizer"] = gguf_checks.check_tokenizer(llm, tokenizer, strings)
+        result["metadata"] = gguf_checks.check_metadata(path, model.config, tokenizer, input_norm)
+        result["greedy"] = gguf_checks.check_greedy(llm, prompts_ids, continuations, after_prompt)
+        result["stop"] = gguf_checks.check_stop(
+            llm, end_of_turn, params.prompts[0], params.stop_max_tokens
+        )
+        scores = gguf_checks.completion_scores(llm, texts)
+        if kind == FULL_PRECISION:
+            reference_scores = scores
+        result["heldout"] = gguf_checks.compare_with_reference(scores, reference_scores)
+        result["passed"] = _file_passed(kind, result, params)
+        result["seconds"] = round(time.perf_counter() - step, 1)
+        logger.info(
+            "%s: tokenizer %s, greedy %s/%s, stop %s, perplexity %.4g (%+.2f%% vs %s), top-1 "
+            "agreement %.3f -> %s",
+            path.name,
+            "ok" if result["tokenizer"]["passed"] else "MISMATCH",
+            min(result["greedy"]["identical_prefix_tokens"]),
+            result["greedy"]["tokens"],
+            result["stop"]["forced_finish_reason"],
+            result["heldout"]["perplexity"],
+            100 * result["heldout"]["perplexity_change"],
+            FULL_PRECISION,
+            result["heldout"]["top1_agreement"],
+            "passed" if result["passed"] else "FAILED",
+        )
+        del llm
+        results[kind] = result
+    return {
+        "runtime": f"llama-cpp-python {metadata.version('llama-cpp-python')}",
+        "heldout_texts": len(texts),
+        "heldout_tokens": int(sum(len(t.ids) - t.completion_start for t in texts)),
+        "files": results,
+        "passed": bool(results) and all(result["passed"] for result in results.values()),
+    }
+
+
+def _file_passed(kind: str, result: dict[str, Any], params: ExportChecksParams) -> bool:
+    """What each file must meet: all of them the tokenizer, metadata and stop checks; the
+    full-precision file identical greedy continuations; q8_0 a perplexity within the bound."""
+    passed = all(result[name]["passed"] for name in ("tokenizer", "metadata", "stop"))
+    if kind == FULL_PRECISION:
+        passed &= result["greedy"]["identical"]
+    if kind == "q8_0":
+        change = result["heldout"]["perplexity_change"]
+        passed &= abs(change) <= params.q8_0_max_perplexity_change
+    return passed
+
+
+@torch.inference_mode()
+def _logits_after(model: Any, ids: list[int]) -> np.ndarray:
+    """The next-token logits after ``ids``, in float32."""
+    return model(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
+
+
+def _rendered_chat(tokenizer: Any, prompt: str, heldout: Sequence[tuple[str, str]]) -> str:
+    """A whole rendered conversation: user turn, model answer, and the next user turn."""
+    answer = heldout[0][1] if heldout else "A"
+    return tokenizer.apply_chat_template(
+        [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "Why?"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
