@@ -59,3 +59,9 @@ def run_metadata() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def run_config() -> dict[str, Any]:
     return {"model": {"name_or_path": "google/gemma-2-2b-it"}, "evaluate": {"split": "test"}}
+
+
+@pytest.fixture
+def export_checks() -> dict[str, Any]:
+    # Recorded by check_exports on a tiny Gemma-2 export; function-scoped: tests break it.
+    return _load("export_checks")

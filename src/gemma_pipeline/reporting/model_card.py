@@ -176,7 +176,11 @@ def _results_blocks(inputs: CardInputs) -> list[Block]:
                 "llrrr",
             ),
         ]
-    bench = benchmark_table_rows(inputs.benchmark_metrics, inputs.significance_se)
+    bench = (
+        benchmark_table_rows(inputs.benchmark_metrics, inputs.significance_se)
+        if inputs.benchmark_metrics
+        else []
+    )
     if bench:
         blocks += [
             Paragraph("Benchmarks scored exactly as lm-evaluation-harness 0.4.13 scores them:"),

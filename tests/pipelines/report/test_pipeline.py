@@ -38,6 +38,7 @@ def test_build_report_renders_both_formats_and_redacts_params():
         _load("heldout_metrics"),
         _load("benchmark_metrics"),
         pd.DataFrame({"reason": ["question: missing"] * 3}),
+        _load("export_checks"),
         _load("train_metrics"),
         _load("ingest_summary"),
         {"git": {"commit": "abc", "dirty": False}},
@@ -56,6 +57,10 @@ def test_build_report_renders_both_formats_and_redacts_params():
     assert "| arc_easy | acc,none | 0.310 | 0.350 |" in md
     assert "Benchmark rows rejected at ingest: 3." in md
     assert "style chat is the chat-template format the fine-tune was trained on" in md
+    # The exports and their checks, from export_checks.json.
+    assert "## Exports" in md
+    assert "| GGUF q8\\_0 |" in md or "| GGUF q8_0 |" in md
+    assert "32/32 tokens identical" in md
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
     assert len(images) == 2  # per-subject plot and loss curve
     assert all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
@@ -81,6 +86,7 @@ def versioned_catalog(tmp_path) -> DataCatalog:
             "filepath": str(tmp_path / "02_intermediate" / "benchmark_rejected_rows.parquet"),
             "versioned": True,
         },
+        "export_checks": _json(reporting / "export_checks.json"),
         "train_metrics": _json(reporting / "train_metrics.json"),
         "ingest_summary": _json(reporting / "ingest_summary.json"),
         "adapter": _json(tmp_path / "06_models" / "adapter.json"),  # never saved
@@ -103,7 +109,13 @@ def versioned_catalog(tmp_path) -> DataCatalog:
         },
     }
     earlier = DataCatalog.from_config(config, save_version="2026-01-01T00.00.00.000Z")
-    for name in ("heldout_metrics", "benchmark_metrics", "train_metrics", "ingest_summary"):
+    for name in (
+        "heldout_metrics",
+        "benchmark_metrics",
+        "export_checks",
+        "train_metrics",
+        "ingest_summary",
+    ):
         earlier.save(name, _load(name))
     earlier.save("benchmark_rejected_rows", pd.DataFrame({"reason": ["answer: missing"]}))
     return DataCatalog.from_config(config, save_version="2026-02-02T00.00.00.000Z")

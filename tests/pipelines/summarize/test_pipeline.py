@@ -70,6 +70,7 @@ def test_results_pipeline_needs_no_model_and_recomputes_the_metrics(tmp_path, pr
         "benchmark_predictions",
         "lm_eval_results",
         "benchmark_rejected_rows",
+        "export_checks",
         "train_metrics",
         "ingest_summary",
         "run_metadata",
@@ -87,7 +88,7 @@ def test_results_pipeline_needs_no_model_and_recomputes_the_metrics(tmp_path, pr
     earlier.save("benchmark_predictions", benchmark)
     earlier.save("lm_eval_results", {"models": {}})
     earlier.save("benchmark_rejected_rows", pd.DataFrame({"reason": ["answer: missing"]}))
-    for name in ("train_metrics", "ingest_summary"):
+    for name in ("export_checks", "train_metrics", "ingest_summary"):
         earlier.save(name, json.loads((REPORTING / f"{name}.json").read_text()))
 
     catalog = DataCatalog.from_config(config, save_version="2026-02-02T00.00.00.000Z")
