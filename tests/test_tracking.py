@@ -270,6 +270,7 @@ def _catalog(params: dict[str, Any]) -> DataCatalog:
         catalog[f"params:{section}"] = values
     catalog["ingest_summary"] = _load("ingest_summary")
     catalog["benchmark_rejected_rows"] = pd.DataFrame({"reason": []})
+    catalog["export_checks"] = _load("export_checks")
     return catalog
 
 

@@ -9,7 +9,9 @@ from gemma_pipeline.hooks import (
     WandbTrackingHook,
 )
 
-HOOKS = (ParameterValidationHook(), HubPushHook(), RunMetadataHook(), WandbTrackingHook())
+# pluggy calls the last registered first: a push that could not happen fails the run before the
+# W&B run starts.
+HOOKS = (ParameterValidationHook(), RunMetadataHook(), WandbTrackingHook(), HubPushHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

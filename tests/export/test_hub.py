@@ -65,3 +65,28 @@ def test_the_hook_stops_the_run_before_any_node(monkeypatch):
         hook.before_pipeline_run(pipeline=create_pipeline(), catalog=catalog)
     # A run without the push node is not concerned.
     hook.before_pipeline_run(pipeline=Pipeline([]), catalog=catalog)
+
+
+def test_kedro_run_with_a_push_fails_offline_before_any_node(monkeypatch):
+    """`kedro run --pipeline export` with export.push_to_hub set, offline: nothing runs."""
+    from pathlib import Path
+
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project = Path(__file__).resolve().parents[2]
+    bootstrap_project(project)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    ran = []
+    monkeypatch.setattr(
+        "gemma_pipeline.pipelines.export.nodes.merged_in_memory",
+        lambda *args, **kwargs: ran.append("merge"),
+    )
+    push = {"export": {"push_to_hub": {"repo_id": "someone/tiny-ft", "private": True}}}
+    with (
+        KedroSession.create(project_path=project, env="demo", runtime_params=push) as session,
+        pytest.raises(HubPushError, match="HF_HUB_OFFLINE is on"),
+    ):
+        session.run(pipeline_names=["export"])
+    assert ran == []

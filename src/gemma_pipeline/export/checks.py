@@ -106,7 +106,7 @@ def _check_gguf_files(
         )
         for prompt, completion in heldout
     ]
-    strings = [*TOKENIZER_STRINGS, _rendered_chat(tokenizer, params.prompts[0], heldout)]
+    strings = [*TOKENIZER_STRINGS, _rendered_chat(tokenizer, params.prompts[0])]
     longest = max([len(t.ids) for t in texts] + [len(p) for p in prompts_ids])
     n_ctx = 256 * -(-(longest + params.greedy_tokens + params.stop_max_tokens) // 256)
     input_norm = model.model.layers[0].input_layernorm.weight.detach().float().numpy()
@@ -173,13 +173,12 @@ def _logits_after(model: Any, ids: list[int]) -> np.ndarray:
     return model(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
 
 
-def _rendered_chat(tokenizer: Any, prompt: str, heldout: Sequence[tuple[str, str]]) -> str:
+def _rendered_chat(tokenizer: Any, prompt: str) -> str:
     """A whole rendered conversation: user turn, model answer, and the next user turn."""
-    answer = heldout[0][1] if heldout else "A"
     return tokenizer.apply_chat_template(
         [
             {"role": "user", "content": prompt},
-            {"role": "assistant", "content": answer},
+            {"role": "assistant", "content": "The answer is (B)."},
             {"role": "user", "content": "Why?"},
         ],
         tokenize=False,

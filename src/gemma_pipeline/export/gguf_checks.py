@@ -113,8 +113,10 @@ def completion_scores(llm: Any, texts: Sequence[ScoredText]) -> tuple[np.ndarray
     for text in texts:
         llm.reset()
         llm.eval(text.ids)
-        logits = np.asarray(llm.scores[: len(text.ids)], dtype=np.float64)
-        rows = logits[text.completion_start - 1 : len(text.ids) - 1]
+        # Only the rows that predict the completion: a full row is the whole vocabulary.
+        rows = np.asarray(
+            llm.scores[text.completion_start - 1 : len(text.ids) - 1], dtype=np.float64
+        )
         targets = np.asarray(text.ids[text.completion_start :])
         shifted = rows - rows.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(shifted).sum(axis=1))
