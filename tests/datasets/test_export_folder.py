@@ -49,7 +49,7 @@ def test_a_folder_without_the_required_file_does_not_load(tmp_path):
 def test_the_card_goes_into_this_runs_folder_and_never_over_a_file(tmp_path):
     folder = tmp_path / "merged_model" / RUN / "merged_model"
     card = FileInRunFolderDataset(
-        filepath=str(tmp_path / "merged_model"), filename="README.md", version=Version(None, RUN)
+        filepath=str(tmp_path / "merged_model"), file_name="README.md", version=Version(None, RUN)
     )
     with pytest.raises(DatasetError, match="must be saved earlier in this run"):
         card.save("# card")

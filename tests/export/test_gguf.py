@@ -30,7 +30,9 @@ HELDOUT = [
         "A. Paris<end_of_turn>\n",
     ),
 ]
-CHECKS = ExportChecksParams(prompts=PROMPTS, merge_logit_tolerance=0.05, stop_max_tokens=16)
+CHECKS = ExportChecksParams(
+    prompts=PROMPTS, merge_logit_tolerance=0.05, stop_max_tokens=16, heldout_tokens=256
+)
 
 
 @pytest.fixture(scope="module", params=["gemma2", "gemma3"])
@@ -56,9 +58,11 @@ def test_f16_q8_0_and_q4_k_m_are_written_by_llama_cpp(exported):
     files = files_in(gguf_dir)
     assert list(files) == ["f16", "q8_0", "q4_k_m"]
     assert files["f16"].name == f"tiny-{arch}-f16.gguf"
-    metadata = {kind: gguf_checks.gguf_metadata(path) for kind, path in files.items()}
+    metadata = {
+        kind: gguf_checks.open_gguf(path, n_ctx=64).metadata for kind, path in files.items()
+    }
     # llama.cpp's file types: 1 = MOSTLY_F16, 7 = MOSTLY_Q8_0, 15 = MOSTLY_Q4_K_M.
-    assert [m["general.file_type"] for m in metadata.values()] == [1, 7, 15]
+    assert [m["general.file_type"] for m in metadata.values()] == ["1", "7", "15"]
     assert {m["general.architecture"] for m in metadata.values()} == {arch}
 
 
@@ -85,15 +89,14 @@ def test_every_check_passes_on_a_faithful_export(exported):
 
 def test_the_metadata_is_what_llama_cpp_needs_for_gemma(exported):
     arch, _, _, _, gguf_dir = exported
-    metadata = gguf_checks.gguf_metadata(files_in(gguf_dir)["f16"])
-    assert metadata[f"{arch}.attention.sliding_window"] == 32
-    assert metadata[f"{arch}.attention.key_length"] == 16
+    metadata = gguf_checks.open_gguf(files_in(gguf_dir)["f16"], n_ctx=64).metadata
+    assert metadata[f"{arch}.attention.sliding_window"] == "32"
+    assert metadata[f"{arch}.attention.key_length"] == "16"
     if arch == "gemma2":  # Gemma-3 has no softcaps
-        assert metadata["gemma2.attn_logit_softcapping"] == pytest.approx(50.0)
-        assert metadata["gemma2.final_logit_softcapping"] == pytest.approx(30.0)
-    assert metadata["tokenizer.ggml.model"] == "llama"  # SentencePiece, with scores and types
-    assert metadata["tokenizer.ggml.scores"].startswith("array[")
-    assert metadata["tokenizer.ggml.eos_token_id"] == 1
+        assert float(metadata["gemma2.attn_logit_softcapping"]) == pytest.approx(50.0)
+        assert float(metadata["gemma2.final_logit_softcapping"]) == pytest.approx(30.0)
+    assert metadata["tokenizer.ggml.model"] == "llama"  # SentencePiece: scores and types
+    assert metadata["tokenizer.ggml.eos_token_id"] == "1"
     assert metadata["tokenizer.chat_template"].startswith("{{ bos_token }}")
 
 
@@ -157,3 +160,15 @@ def test_the_folder_has_an_ollama_modelfile_for_the_smallest_file(exported):
     assert modelfile.startswith(f"FROM ./tiny-{arch}-q4_k_m.gguf\n")
     assert 'PARAMETER stop "<end_of_turn>"' in modelfile
     assert "<start_of_turn>model" in modelfile
+
+
+def test_metadata_that_disagrees_with_the_model_is_named(exported, spm_tokenizer):
+    arch, params, _, _, gguf_dir = exported
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(params.name_or_path)
+    config.sliding_window = 4096
+    llm = gguf_checks.open_gguf(files_in(gguf_dir)["f16"], n_ctx=64)
+    result = gguf_checks.check_metadata(llm, config, spm_tokenizer)
+    assert result["wrong"] == {f"{arch}.attention.sliding_window": {"gguf": "32", "expected": 4096}}
+    assert not result["passed"]

@@ -62,7 +62,7 @@ class ExportFolderDataset(VersionedFolderDataset[Any, str]):
 
 class FileInRunFolderDataset(AbstractVersionedDataset[str, str]):
     """A text file written into the folder another versioned dataset saved in the same run:
-    ``<filepath>/<save version>/<folder name>/<filename>``, ``filepath`` being that dataset's.
+    ``<filepath>/<save version>/<folder name>/<file_name>``, ``filepath`` being that dataset's.
 
     The folder must already exist (its dataset saved first in the run) and the file must not:
     nothing already written is overwritten.
@@ -72,20 +72,21 @@ class FileInRunFolderDataset(AbstractVersionedDataset[str, str]):
         merged_model_card:
           type: gemma_pipeline.datasets.FileInRunFolderDataset
           filepath: data/06_models/merged_model
-          filename: README.md
+          file_name: README.md
           versioned: true
     """
 
+    # Not `filename`: Kedro makes catalog keys named filename, filepath or path absolute.
     def __init__(
         self,
         *,
         filepath: str,
-        filename: str,
+        file_name: str,
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(filepath=PurePosixPath(filepath), version=version)
-        self._filename = filename
+        self._filename = file_name
         self.metadata = metadata
 
     def _file(self, version: str) -> Path:
@@ -116,4 +117,4 @@ class FileInRunFolderDataset(AbstractVersionedDataset[str, str]):
             return False
 
     def _describe(self) -> dict[str, Any]:
-        return {"folder": str(self._filepath), "filename": self._filename}
+        return {"filepath": str(self._filepath), "file_name": self._filename}

@@ -99,17 +99,10 @@ def _check_gguf_files(
     model, tokenizer = load_merged_folder(merged_dir)
     prompts_ids = [chat_prompt_ids(tokenizer, text) for text in params.prompts]
     after_prompt = [_logits_after(model, ids) for ids in prompts_ids]
-    texts = [
-        gguf_checks.ScoredText(
-            ids=encode_prompt(tokenizer, prompt) + encode_continuation(tokenizer, completion),
-            completion_start=len(encode_prompt(tokenizer, prompt)),
-        )
-        for prompt, completion in heldout
-    ]
+    texts = _heldout_texts(tokenizer, heldout, params.heldout_tokens)
     strings = [*TOKENIZER_STRINGS, _rendered_chat(tokenizer, params.prompts[0])]
-    longest = max([len(t.ids) for t in texts] + [len(p) for p in prompts_ids])
+    longest = max(len(ids) for ids in [*texts, *prompts_ids])
     n_ctx = 256 * -(-(longest + params.greedy_tokens + params.stop_max_tokens) // 256)
-    input_norm = model.model.layers[0].input_layernorm.weight.detach().float().numpy()
     end_of_turn = tokenizer.convert_tokens_to_ids(gguf_checks.END_OF_TURN)
 
     results: dict[str, dict[str, Any]] = {}
@@ -119,12 +112,12 @@ def _check_gguf_files(
         llm = gguf_checks.open_gguf(path, n_ctx=n_ctx)
         result: dict[str, Any] = {"file": path.name, "size_bytes": sizes[kind]}
         result["tokenizer"] = gguf_checks.check_tokenizer(llm, tokenizer, strings)
-        result["metadata"] = gguf_checks.check_metadata(path, model.config, tokenizer, input_norm)
+        result["metadata"] = gguf_checks.check_metadata(llm, model.config, tokenizer)
         result["greedy"] = gguf_checks.check_greedy(llm, prompts_ids, continuations, after_prompt)
         result["stop"] = gguf_checks.check_stop(
             llm, end_of_turn, params.prompts[0], params.stop_max_tokens
         )
-        scores = gguf_checks.completion_scores(llm, texts)
+        scores = gguf_checks.text_scores(llm, texts)
         if kind == FULL_PRECISION:
             reference_scores = scores
         result["heldout"] = gguf_checks.compare_with_reference(scores, reference_scores)
@@ -144,15 +137,29 @@ def _check_gguf_files(
             result["heldout"]["top1_agreement"],
             "passed" if result["passed"] else "FAILED",
         )
-        del llm
+        llm.close()
         results[kind] = result
     return {
         "runtime": f"llama-cpp-python {metadata.version('llama-cpp-python')}",
         "heldout_texts": len(texts),
-        "heldout_tokens": int(sum(len(t.ids) - t.completion_start for t in texts)),
+        "heldout_tokens": sum(len(ids) - 1 for ids in texts),
         "files": results,
         "passed": bool(results) and all(result["passed"] for result in results.values()),
     }
+
+
+def _heldout_texts(
+    tokenizer: Any, heldout: Sequence[tuple[str, str]], budget: int
+) -> list[list[int]]:
+    """Held-out questions with their answers, as the model reads them in training, in order,
+    until ``budget`` tokens (at least one text)."""
+    texts: list[list[int]] = []
+    for prompt, completion in heldout:
+        ids = encode_prompt(tokenizer, prompt) + encode_continuation(tokenizer, completion)
+        if texts and sum(map(len, texts)) + len(ids) > budget:
+            break
+        texts.append(ids)
+    return texts
 
 
 def _file_passed(kind: str, result: dict[str, Any], params: ExportChecksParams) -> bool:

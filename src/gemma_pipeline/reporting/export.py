@@ -93,7 +93,7 @@ def export_blocks(checks: Mapping[str, Any]) -> list[Block]:
         f"({gguf.get('runtime') or 'not installed'}); greedy continuations of the same prompts "
         "against the merged model in transformers; perplexity and top-1 agreement on "
         f"{gguf.get('heldout_tokens', MISSING)} tokens of {gguf.get('heldout_texts', MISSING)} "
-        "held-out answers, relative to f16",
+        "held-out questions with their answers (every token of the chat text), relative to f16",
     ]
     if gguf.get("not_checked"):
         notes.append(f"GGUF files not checked: {gguf['not_checked']}")

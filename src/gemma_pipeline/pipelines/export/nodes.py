@@ -42,13 +42,13 @@ def convert_to_gguf(merged_model: str, export_params: dict[str, Any]) -> GgufFil
     return export_gguf(merged_model, params.name, converter_dir=params.converter_dir)
 
 
-def heldout_answers(prompts: pd.DataFrame, split: str, count: int) -> list[tuple[str, str]]:
-    """The first ``count`` held-out questions (unrotated, by row id): prompt and answer."""
+def heldout_answers(prompts: pd.DataFrame, split: str) -> list[tuple[str, str]]:
+    """The held-out questions (unrotated, by row id): prompt and answer."""
     unrotated = prompts["row_id"] == prompts["question_id"]
     rows = prompts[(prompts["split"] == split) & unrotated].sort_values("row_id", kind="stable")
     if rows.empty:
         raise ValueError(f"prompts has no rows in the '{split}' split to check exports on")
-    return list(zip(rows["prompt"].head(count), rows["completion"].head(count), strict=True))
+    return list(zip(rows["prompt"], rows["completion"], strict=True))
 
 
 def check_export_files(
@@ -64,7 +64,7 @@ def check_export_files(
     params = parse_params(ExportParams, export_params, "export")
     model = parse_params(ModelParams, model_params, "model")
     split = parse_params(EvaluateParams, evaluate_params, "evaluate").split
-    heldout = heldout_answers(prompts, split, params.checks.heldout_completions)
+    heldout = heldout_answers(prompts, split)
     reference = base_plus_adapter(model, adapter, dtype="float32")
     checks = check_exports(merged_model, gguf_files, reference, heldout, params.checks)
     return {"adapter": adapter, "merged_model": merged_model, "gguf_files": gguf_files, **checks}
