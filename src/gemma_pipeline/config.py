@@ -271,9 +271,9 @@ class ExportChecksParams(StrictModel):
     # Merged bf16 weights against base + adapter, both computed in float32: the difference is
     # bf16's rounding of W + BA (8 significant bits), measured in docs/export.md.
     merge_logit_tolerance: float = Field(default=0.5, gt=0)
-    # Tokens of held-out questions with their answers (chat text, every position scored) on
-    # which quantized GGUFs are compared with the full-precision one: more, tighter estimates.
-    heldout_tokens: int = Field(default=2048, gt=0)
+    # Held-out questions whose completions (the tokens train_qlora.loss_on scores) the
+    # quantized GGUFs are scored on, against the full-precision one.
+    heldout_completions: int = Field(default=32, gt=0)
     # A chat completion must end at <end_of_turn> well before this many tokens.
     stop_max_tokens: int = Field(default=32, gt=0)
     q8_0_max_perplexity_change: float = Field(default=0.01, gt=0)

@@ -30,9 +30,7 @@ HELDOUT = [
         "A. Paris<end_of_turn>\n",
     ),
 ]
-CHECKS = ExportChecksParams(
-    prompts=PROMPTS, merge_logit_tolerance=0.05, stop_max_tokens=16, heldout_tokens=256
-)
+CHECKS = ExportChecksParams(prompts=PROMPTS, merge_logit_tolerance=0.05, stop_max_tokens=16)
 
 
 @pytest.fixture(scope="module", params=["gemma2", "gemma3"])

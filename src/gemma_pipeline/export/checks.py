@@ -48,12 +48,15 @@ def check_exports(
     reference: Any,
     heldout: Sequence[tuple[str, str]],
     params: ExportChecksParams,
+    *,
+    loss_on: str = "completion",
 ) -> dict[str, Any]:
     """Run every check; ``passed`` is true only when each of them passed.
 
     Args:
         reference: base + adapter, unmerged, in float32.
         heldout: (prompt, completion) pairs of held-out questions, prompts chat-rendered.
+        loss_on: which completion tokens training scored (``train_qlora.loss_on``).
     """
     started = time.perf_counter()
     merge, continuations = check_merged(
@@ -72,7 +75,14 @@ def check_exports(
     record: dict[str, Any] = {
         "merged_size_bytes": sum(f.stat().st_size for f in Path(merged_dir).glob("*.safetensors")),
         "merge": {**merge.as_dict(), "compute_dtype": "float32"},
-        "gguf": _check_gguf_files(merged_dir, gguf_dir, continuations, heldout, params),
+        "gguf": _check_gguf_files(
+            merged_dir,
+            gguf_dir,
+            continuations,
+            heldout[: params.heldout_completions],
+            params,
+            loss_on,
+        ),
     }
     record["passed"] = record["merge"]["passed"] and record["gguf"]["passed"]
     record["seconds"] = round(time.perf_counter() - started, 1)
@@ -85,6 +95,7 @@ def _check_gguf_files(
     continuations: list[list[int]],
     heldout: Sequence[tuple[str, str]],
     params: ExportChecksParams,
+    loss_on: str,
 ) -> dict[str, Any]:
     files = files_in(gguf_dir)
     sizes = {kind: path.stat().st_size for kind, path in files.items()}
@@ -99,9 +110,9 @@ def _check_gguf_files(
     model, tokenizer = load_merged_folder(merged_dir)
     prompts_ids = [chat_prompt_ids(tokenizer, text) for text in params.prompts]
     after_prompt = [_logits_after(model, ids) for ids in prompts_ids]
-    texts = _heldout_texts(tokenizer, heldout, params.heldout_tokens)
+    texts = _heldout_completions(tokenizer, heldout, loss_on)
     strings = [*TOKENIZER_STRINGS, _rendered_chat(tokenizer, params.prompts[0])]
-    longest = max(len(ids) for ids in [*texts, *prompts_ids])
+    longest = max(len(ids) for ids in [*(p + c for p, c in texts), *prompts_ids])
     n_ctx = 256 * -(-(longest + params.greedy_tokens + params.stop_max_tokens) // 256)
     end_of_turn = tokenizer.convert_tokens_to_ids(gguf_checks.END_OF_TURN)
 
@@ -117,7 +128,7 @@ def _check_gguf_files(
         result["stop"] = gguf_checks.check_stop(
             llm, end_of_turn, params.prompts[0], params.stop_max_tokens
         )
-        scores = gguf_checks.text_scores(llm, texts)
+        scores = gguf_checks.completion_scores(llm, texts)
         if kind == FULL_PRECISION:
             reference_scores = scores
         result["heldout"] = gguf_checks.compare_with_reference(scores, reference_scores)
@@ -142,23 +153,24 @@ def _check_gguf_files(
     return {
         "runtime": f"llama-cpp-python {metadata.version('llama-cpp-python')}",
         "heldout_texts": len(texts),
-        "heldout_tokens": sum(len(ids) - 1 for ids in texts),
+        "heldout_tokens": sum(len(completion) for _, completion in texts),
+        "heldout_scored": loss_on,
         "files": results,
         "passed": bool(results) and all(result["passed"] for result in results.values()),
     }
 
 
-def _heldout_texts(
-    tokenizer: Any, heldout: Sequence[tuple[str, str]], budget: int
-) -> list[list[int]]:
-    """Held-out questions with their answers, as the model reads them in training, in order,
-    until ``budget`` tokens (at least one text)."""
-    texts: list[list[int]] = []
+def _heldout_completions(
+    tokenizer: Any, heldout: Sequence[tuple[str, str]], loss_on: str
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, scored completion ids) per held-out question: the tokens training put its
+    loss on (``train_qlora.loss_on``): the whole completion, or its first token, the letter."""
+    texts = []
     for prompt, completion in heldout:
-        ids = encode_prompt(tokenizer, prompt) + encode_continuation(tokenizer, completion)
-        if texts and sum(map(len, texts)) + len(ids) > budget:
-            break
-        texts.append(ids)
+        ids = encode_continuation(tokenizer, completion)
+        texts.append(
+            (encode_prompt(tokenizer, prompt), ids[:1] if loss_on == "answer_letter" else ids)
+        )
     return texts
 
 

@@ -8,10 +8,10 @@ Against the merged model in transformers (float32 compute on the merged weights)
 - the metadata as llama.cpp read it: softcaps, sliding window, head sizes, special token ids,
   the chat template, and ``<end_of_turn>`` marked as end-of-generation.
 
-Between the files: top-1 next-token agreement and perplexity on held-out questions with their
-answers (every token of the chat text), each quantized file relative to the full-precision
-one. And generation stops: a chat completion that reaches ``<end_of_turn>`` ends there instead
-of running to the token limit.
+Between the files: top-1 next-token agreement and perplexity on held-out completions (the
+tokens training put its loss on), each quantized file relative to the full-precision one. And
+generation stops: a chat completion that reaches ``<end_of_turn>`` ends there instead of
+running to the token limit.
 """
 
 from __future__ import annotations
@@ -33,11 +33,16 @@ END_OF_TURN = "<end_of_turn>"
 
 
 def open_gguf(path: str | Path, *, n_ctx: int) -> Any:
-    """The GGUF loaded by llama.cpp, every position's logits kept (for perplexity)."""
+    """The GGUF loaded by llama.cpp. Logits are computed for the last position only: the LM
+    head over a 262k vocabulary is most of a forward's cost on the CPU."""
     llama_cpp = require_runtime()
-    return llama_cpp.Llama(
-        model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False, seed=0
-    )
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, seed=0)
+
+
+def last_logits(llm: Any) -> np.ndarray:
+    """The logits after the last token llama.cpp evaluated (its C API: llama_get_logits_ith)."""
+    pointer = require_runtime().llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).copy()
 
 
 def token_ids(llm: Any, text: str) -> list[int]:
@@ -56,16 +61,20 @@ def check_tokenizer(llm: Any, tokenizer: Any, texts: Sequence[str]) -> dict[str,
     return {"strings": len(texts), "mismatches": mismatches, "passed": not mismatches}
 
 
-def llama_greedy(llm: Any, prompt_ids: Sequence[int], new_tokens: int) -> list[int]:
-    """Greedy continuation by argmax of llama.cpp's logits: no sampler, no stop token."""
+def llama_greedy(
+    llm: Any, prompt_ids: Sequence[int], new_tokens: int
+) -> tuple[list[int], np.ndarray]:
+    """Greedy continuation by argmax of llama.cpp's logits (no sampler, no stop token), and
+    the logits after the prompt."""
     llm.reset()
     llm.eval(list(prompt_ids))
+    after_prompt = logits = last_logits(llm)
     out: list[int] = []
     for _ in range(new_tokens):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        out.append(token)
-        llm.eval([token])
-    return out
+        out.append(int(np.argmax(logits)))
+        llm.eval(out[-1:])
+        logits = last_logits(llm)
+    return out, after_prompt
 
 
 def check_greedy(
@@ -81,8 +90,7 @@ def check_greedy(
     for prompt, reference, reference_logits in zip(
         prompts_ids, expected, expected_first_logits, strict=True
     ):
-        continuation = llama_greedy(llm, prompt, len(reference))
-        first_logits = np.asarray(llm.scores[len(prompt) - 1])
+        continuation, first_logits = llama_greedy(llm, prompt, len(reference))
         largest = max(largest, float(np.abs(first_logits - reference_logits).max()))
         same = 0
         for ours, theirs in zip(continuation, reference, strict=True):
@@ -100,19 +108,25 @@ def check_greedy(
     }
 
 
-def text_scores(llm: Any, texts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Every next token of each text: its log-probability, and the argmax at its position."""
+def completion_scores(
+    llm: Any, texts: Sequence[tuple[Sequence[int], Sequence[int]]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each (prompt ids, completion ids): every completion token's log-probability, and the
+    argmax where it is predicted. One prompt forward, then one token at a time."""
     logprobs, top1 = [], []
-    for ids in texts:
+    for prompt, completion in texts:
         llm.reset()
-        llm.eval(list(ids))
-        # torch: a row is the whole vocabulary (262k for Gemma 3), numpy's softmax is slow.
-        rows = torch.from_numpy(np.asarray(llm.scores[: len(ids) - 1], dtype=np.float32))
-        targets = torch.tensor(ids[1:])
+        llm.eval(list(prompt))
+        rows = [last_logits(llm)]
+        for token in completion[:-1]:
+            llm.eval([token])
+            rows.append(last_logits(llm))
+        scores = torch.from_numpy(np.stack(rows)).double()
+        targets = torch.tensor(list(completion))
         logprobs.append(
-            torch.log_softmax(rows.double(), dim=-1)[torch.arange(len(targets)), targets].numpy()
+            torch.log_softmax(scores, dim=-1)[torch.arange(len(targets)), targets].numpy()
         )
-        top1.append(rows.argmax(dim=-1).numpy())
+        top1.append(scores.argmax(dim=-1).numpy())
     return np.concatenate(logprobs), np.concatenate(top1)
 
 

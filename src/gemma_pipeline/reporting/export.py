@@ -92,8 +92,9 @@ def export_blocks(checks: Mapping[str, Any]) -> list[Block]:
         "GGUF: loaded by llama.cpp itself "
         f"({gguf.get('runtime') or 'not installed'}); greedy continuations of the same prompts "
         "against the merged model in transformers; perplexity and top-1 agreement on "
-        f"{gguf.get('heldout_tokens', MISSING)} tokens of {gguf.get('heldout_texts', MISSING)} "
-        "held-out questions with their answers (every token of the chat text), relative to f16",
+        f"{gguf.get('heldout_tokens', MISSING)} completion tokens of "
+        f"{gguf.get('heldout_texts', MISSING)} held-out questions (scored as training scored "
+        f"them: {gguf.get('heldout_scored', MISSING)}), relative to f16",
     ]
     if gguf.get("not_checked"):
         notes.append(f"GGUF files not checked: {gguf['not_checked']}")

@@ -59,6 +59,7 @@ def check_export_files(
     export_params: dict[str, Any],
     model_params: dict[str, Any],
     evaluate_params: dict[str, Any],
+    train_params: dict[str, Any],
 ) -> dict[str, Any]:
     """Every export against the model it came from (``export.checks``)."""
     params = parse_params(ExportParams, export_params, "export")
@@ -66,7 +67,10 @@ def check_export_files(
     split = parse_params(EvaluateParams, evaluate_params, "evaluate").split
     heldout = heldout_answers(prompts, split)
     reference = base_plus_adapter(model, adapter, dtype="float32")
-    checks = check_exports(merged_model, gguf_files, reference, heldout, params.checks)
+    loss_on = parse_params(TrainQloraParams, train_params, "train_qlora").loss_on
+    checks = check_exports(
+        merged_model, gguf_files, reference, heldout, params.checks, loss_on=loss_on
+    )
     return {"adapter": adapter, "merged_model": merged_model, "gguf_files": gguf_files, **checks}
 
 

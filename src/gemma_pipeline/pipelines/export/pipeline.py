@@ -30,6 +30,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:export",
                     "params:model",
                     "params:evaluate",
+                    "params:train_qlora",
                 ],
                 outputs="export_checks",
                 name="check_exports",
