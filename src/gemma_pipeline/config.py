@@ -277,6 +277,9 @@ class ExportChecksParams(StrictModel):
     # A chat completion must end at <end_of_turn> well before this many tokens.
     stop_max_tokens: int = Field(default=32, gt=0)
     q8_0_max_perplexity_change: float = Field(default=0.01, gt=0)
+    # A quantized file whose next tokens on those completions differ more often than this from
+    # the full-precision file's has lost the fine-tune (small LoRA deltas round away in 4 bits).
+    quantized_min_top1_agreement: float = Field(default=0.9, gt=0, le=1)
 
 
 class HubPushParams(StrictModel):

@@ -176,13 +176,16 @@ def _heldout_completions(
 
 def _file_passed(kind: str, result: dict[str, Any], params: ExportChecksParams) -> bool:
     """What each file must meet: all of them the tokenizer, metadata and stop checks; the
-    full-precision file identical greedy continuations; q8_0 a perplexity within the bound."""
+    full-precision file identical greedy continuations; a quantized file the top-1 agreement
+    bound (below it, it no longer carries the fine-tune), and q8_0 the perplexity bound."""
     passed = all(result[name]["passed"] for name in ("tokenizer", "metadata", "stop"))
+    heldout = result["heldout"]
     if kind == FULL_PRECISION:
         passed &= result["greedy"]["identical"]
+    else:
+        passed &= heldout["top1_agreement"] >= params.quantized_min_top1_agreement
     if kind == "q8_0":
-        change = result["heldout"]["perplexity_change"]
-        passed &= abs(change) <= params.q8_0_max_perplexity_change
+        passed &= abs(heldout["perplexity_change"]) <= params.q8_0_max_perplexity_change
     return passed
 
 

@@ -41,6 +41,7 @@ def _prompts() -> pd.DataFrame:
         "<bos><start_of_turn>user\n" + frame["user"] + "<end_of_turn>\n<start_of_turn>model\n"
     )
     frame["completion"] = frame["answer"] + "<end_of_turn>\n"
+    frame["task"] = "mmlu"
     return frame.drop(columns=["user", "answer"])
 
 
@@ -69,7 +70,8 @@ def test_export_runs_alone_on_a_pinned_adapter(tmp_path, gemma2_dir, make_adapte
         "export": {
             "name": "tiny-ft",
             "merge_dtype": "float32",
-            "checks": {"prompts": ["What is 2 + 2?"]},
+            # A random model's argmax flips under any rounding (tests/export/test_gguf.py).
+            "checks": {"prompts": ["What is 2 + 2?"], "quantized_min_top1_agreement": 0.25},
         },
         "model": {"name_or_path": str(gemma2_dir)},
         "evaluate": {},

@@ -42,10 +42,14 @@ def convert_to_gguf(merged_model: str, export_params: dict[str, Any]) -> GgufFil
     return export_gguf(merged_model, params.name, converter_dir=params.converter_dir)
 
 
-def heldout_answers(prompts: pd.DataFrame, split: str) -> list[tuple[str, str]]:
-    """The held-out questions (unrotated, by row id): prompt and answer."""
+def heldout_answers(
+    prompts: pd.DataFrame, split: str, tasks: list[str] | None
+) -> list[tuple[str, str]]:
+    """The held-out questions of the tasks trained on (unrotated, by row id): prompt, answer."""
     unrotated = prompts["row_id"] == prompts["question_id"]
-    rows = prompts[(prompts["split"] == split) & unrotated].sort_values("row_id", kind="stable")
+    trained = prompts["task"].isin(tasks) if tasks else True
+    rows = prompts[(prompts["split"] == split) & unrotated & trained]
+    rows = rows.sort_values("row_id", kind="stable")
     if rows.empty:
         raise ValueError(f"prompts has no rows in the '{split}' split to check exports on")
     return list(zip(rows["prompt"], rows["completion"], strict=True))
@@ -65,11 +69,12 @@ def check_export_files(
     params = parse_params(ExportParams, export_params, "export")
     model = parse_params(ModelParams, model_params, "model")
     split = parse_params(EvaluateParams, evaluate_params, "evaluate").split
-    heldout = heldout_answers(prompts, split)
+    train = parse_params(TrainQloraParams, train_params, "train_qlora")
+    # Scored as training scored them: its tasks, and the tokens its loss was on.
+    heldout = heldout_answers(prompts, split, train.tasks)
     reference = base_plus_adapter(model, adapter, dtype="float32")
-    loss_on = parse_params(TrainQloraParams, train_params, "train_qlora").loss_on
     checks = check_exports(
-        merged_model, gguf_files, reference, heldout, params.checks, loss_on=loss_on
+        merged_model, gguf_files, reference, heldout, params.checks, loss_on=train.loss_on
     )
     return {"adapter": adapter, "merged_model": merged_model, "gguf_files": gguf_files, **checks}
 
