@@ -98,7 +98,7 @@ def export_blocks(checks: Mapping[str, Any]) -> list[Block]:
     ]
     if gguf.get("not_checked"):
         notes.append(f"GGUF files not checked: {gguf['not_checked']}")
-    overall = "all checks passed" if checks.get("passed") else "**a check FAILED**"
+    overall = "all checks passed" if checks.get("passed") else "a check FAILED"
     return [
         Heading("Exports"),
         Paragraph(f"Every export checked against the model it came from: {overall}."),
