@@ -24,12 +24,13 @@ def test_one_row_per_format_with_size_and_measured_fidelity(export_checks):
 def test_a_failed_check_shows_as_fail(export_checks):
     export_checks["gguf"]["files"]["q8_0"]["tokenizer"]["passed"] = False
     export_checks["gguf"]["files"]["q8_0"]["passed"] = False
+    export_checks["gguf"]["files"]["q8_0"]["failures"] = ["tokenizer"]
     export_checks["passed"] = False
     rows = export_rows(export_checks)
     assert "tokenizer ≠ HF" in rows[2][2]
-    assert rows[2][-1] == Styled("FAIL", "strong")
+    assert rows[2][-1] == Styled("FAIL; tokenizer", "strong")
     md = render_markdown_blocks(export_blocks(export_checks))
-    assert "a check FAILED" in md
+    assert "Every export checked against the model it came from: FAILED: GGUF q8_0." in md
 
 
 def test_files_that_llama_cpp_could_not_check_say_so():

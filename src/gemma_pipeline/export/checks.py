@@ -132,7 +132,8 @@ def _check_gguf_files(
         if kind == FULL_PRECISION:
             reference_scores = scores
         result["heldout"] = gguf_checks.compare_with_reference(scores, reference_scores)
-        result["passed"] = _file_passed(kind, result, params)
+        result["failures"] = _file_failures(kind, result, params)
+        result["passed"] = not result["failures"]
         result["seconds"] = round(time.perf_counter() - step, 1)
         logger.info(
             "%s: tokenizer %s, greedy %s/%s, stop %s, perplexity %.4g (%+.2f%% vs %s), top-1 "
@@ -174,19 +175,24 @@ def _heldout_completions(
     return texts
 
 
-def _file_passed(kind: str, result: dict[str, Any], params: ExportChecksParams) -> bool:
-    """What each file must meet: all of them the tokenizer, metadata and stop checks; the
-    full-precision file identical greedy continuations; a quantized file the top-1 agreement
-    bound (below it, it no longer carries the fine-tune), and q8_0 the perplexity bound."""
-    passed = all(result[name]["passed"] for name in ("tokenizer", "metadata", "stop"))
+def _file_failures(kind: str, result: dict[str, Any], params: ExportChecksParams) -> list[str]:
+    """What a file missed, in words (none: it passed). All files: the tokenizer, metadata and
+    stop checks; the full-precision file: identical greedy continuations; a quantized file:
+    the top-1 agreement bound (below it, it no longer carries the fine-tune); q8_0: the
+    perplexity bound."""
+    failures = [name for name in ("tokenizer", "metadata", "stop") if not result[name]["passed"]]
     heldout = result["heldout"]
-    if kind == FULL_PRECISION:
-        passed &= result["greedy"]["identical"]
-    else:
-        passed &= heldout["top1_agreement"] >= params.quantized_min_top1_agreement
-    if kind == "q8_0":
-        passed &= abs(heldout["perplexity_change"]) <= params.q8_0_max_perplexity_change
-    return passed
+    if kind == FULL_PRECISION and not result["greedy"]["identical"]:
+        failures.append("greedy tokens differ from transformers")
+    agreement = heldout["top1_agreement"]
+    if kind != FULL_PRECISION and agreement < params.quantized_min_top1_agreement:
+        failures.append(
+            f"top-1 agreement {agreement:.1%} < {params.quantized_min_top1_agreement:.0%}"
+        )
+    change = heldout["perplexity_change"]
+    if kind == "q8_0" and abs(change) > params.q8_0_max_perplexity_change:
+        failures.append(f"perplexity {change:+.2%} beyond ±{params.q8_0_max_perplexity_change:.0%}")
+    return failures
 
 
 @torch.inference_mode()

@@ -19,8 +19,10 @@ def size_text(size_bytes: Any) -> str:
     return f"{size_bytes / 2**10:.0f} KiB"
 
 
-def _verdict(passed: Any) -> Styled:
-    return Styled("pass" if passed else "FAIL", "strong")
+def _verdict(passed: Any, failures: Any = ()) -> Styled:
+    if passed:
+        return Styled("pass", "strong")
+    return Styled("; ".join(["FAIL", *(failures or [])]), "strong")
 
 
 def export_rows(checks: Mapping[str, Any]) -> list[list[Any]]:
@@ -56,13 +58,21 @@ def export_rows(checks: Mapping[str, Any]) -> list[list[Any]]:
                 f"{heldout.get('perplexity', float('nan')):.4g} "
                 f"({100 * heldout.get('perplexity_change', float('nan')):+.2f}%)",
                 f"{100 * heldout.get('top1_agreement', float('nan')):.1f}%",
-                _verdict(result.get("passed")),
+                _verdict(result.get("passed"), result.get("failures")),
             ]
         )
     if gguf.get("not_checked"):
         for kind, size in (gguf.get("sizes") or {}).items():
             rows.append([f"GGUF {kind}", size_text(size), "not checked", *[MISSING] * 3, "—"])
     return rows
+
+
+def export_verdict(checks: Mapping[str, Any]) -> str:
+    """ "all checks passed", or which formats failed."""
+    if checks.get("passed"):
+        return "all checks passed"
+    failed = [row[0] for row in export_rows(checks) if row[-1] != Styled("pass", "strong")]
+    return f"FAILED: {', '.join(failed)}"
 
 
 def export_table(checks: Mapping[str, Any]) -> Table:
@@ -98,7 +108,7 @@ def export_blocks(checks: Mapping[str, Any]) -> list[Block]:
     ]
     if gguf.get("not_checked"):
         notes.append(f"GGUF files not checked: {gguf['not_checked']}")
-    overall = "all checks passed" if checks.get("passed") else "a check FAILED"
+    overall = export_verdict(checks)
     return [
         Heading("Exports"),
         Paragraph(f"Every export checked against the model it came from: {overall}."),

@@ -23,7 +23,7 @@ from gemma_pipeline.reporting.blocks import (
     render_markdown_blocks,
     strong_if,
 )
-from gemma_pipeline.reporting.export import export_table
+from gemma_pipeline.reporting.export import export_table, export_verdict
 from gemma_pipeline.reporting.formatting import MISSING
 from gemma_pipeline.reporting.heldout import results_table_rows
 
@@ -256,7 +256,8 @@ def model_card_markdown(inputs: CardInputs) -> str:
         Heading("Exports and their fidelity"),
         Paragraph(
             "Each format checked against the model it came from: "
-            + ("all checks passed." if inputs.export_checks.get("passed") else "a check FAILED.")
+            + export_verdict(inputs.export_checks)
+            + "."
         ),
         export_table(inputs.export_checks),
         *_usage_blocks(inputs),
