@@ -60,3 +60,14 @@ def test_the_card_goes_into_this_runs_folder_and_never_over_a_file(tmp_path):
     with pytest.raises(DatasetError, match="nothing is overwritten"):
         card.save("# another card")
     assert (folder / "README.md").read_text() == "# card"
+
+
+def test_the_card_is_read_back_from_this_run_not_a_later_folder(tmp_path):
+    """Another run's folder, newer and without a card yet, does not hide this run's card."""
+    for version in (RUN, "2026-02-03T00.00.00.000Z"):
+        (tmp_path / "merged_model" / version / "merged_model").mkdir(parents=True)
+    card = FileInRunFolderDataset(
+        filepath=str(tmp_path / "merged_model"), file_name="README.md", version=Version(None, RUN)
+    )
+    card.save("# this run")
+    assert card.load() == "# this run"

@@ -93,7 +93,13 @@ class FileInRunFolderDataset(AbstractVersionedDataset[str, str]):
         return Path(self._get_versioned_path(version)) / self._filename
 
     def load(self) -> str:
-        path = self._file(self.resolve_load_version())
+        # This run's file when it has written one: "latest" may be a concurrent run's folder.
+        pinned = self._version.load if self._version else None
+        saved = self._version.save if self._version else None
+        if not pinned and saved and self._file(saved).is_file():
+            path = self._file(saved)
+        else:
+            path = self._file(self.resolve_load_version())
         if not path.is_file():
             raise DatasetError(f"No {self._filename} in '{path.parent}'")
         return path.read_text(encoding="utf-8")
