@@ -161,12 +161,13 @@ def convert(
     if result.returncode != 0 or not outfile.is_file():
         tail = "\n".join((result.stderr or result.stdout).splitlines()[-15:])
         raise RuntimeError(f"llama.cpp's converter failed on {model_dir} ({outtype}):\n{tail}")
-    logger.info(
-        "  %s: %.0f MiB in %.1f s (llama.cpp's converter)",
-        outfile.name,
-        outfile.stat().st_size / 2**20,
-        time.perf_counter() - started,
-    )
+    return _written(outfile, started, "converter")
+
+
+def _written(outfile: Path, started: float, tool: str) -> Path:
+    size = outfile.stat().st_size / 2**20
+    seconds = time.perf_counter() - started
+    logger.info("  %s: %.0f MiB in %.1f s (llama.cpp's %s)", outfile.name, size, seconds, tool)
     return outfile
 
 
@@ -210,13 +211,7 @@ def quantize(source: str | Path, outfile: str | Path, kind: str) -> Path:
     )
     if status != 0 or not outfile.is_file():
         raise RuntimeError(f"llama.cpp's quantizer failed ({status}) on {source} → {kind}")
-    logger.info(
-        "  %s: %.0f MiB in %.1f s (llama.cpp's quantizer)",
-        outfile.name,
-        outfile.stat().st_size / 2**20,
-        time.perf_counter() - started,
-    )
-    return outfile
+    return _written(outfile, started, "quantizer")
 
 
 def main(argv: list[str] | None = None) -> int:
