@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gemma_pipeline.config import ModelParams
@@ -13,16 +13,8 @@ PROMPTS = ["the cat is", "What is the answer? A. 1 B. 2"]
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tiny_model_dir, tmp_path_factory):
-    torch.manual_seed(0)
-    model = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", dtype="float32")
-    # init_lora_weights=False: a non-zero adapter, so merging changes the weights.
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
-    )
-    path = tmp_path_factory.mktemp("adapter")
-    get_peft_model(model, config).save_pretrained(path)
-    return path
+def adapter_dir(tiny_model_dir, tmp_path_factory, make_adapter):
+    return make_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"))
 
 
 def _base_plus_adapter(tiny_model_dir, adapter_dir, dtype):
@@ -49,10 +41,10 @@ def test_merged_folder_loads_alone_and_equals_base_plus_adapter(
     assert end_of_turn in model.generation_config.eos_token_id
 
     reference = _base_plus_adapter(tiny_model_dir, adapter_dir, "float32")
-    check, continuations = check_merged(folder, reference, PROMPTS, tolerance=1e-4)
+    check, merged_did = check_merged(folder, reference, PROMPTS, tolerance=1e-4)
     assert check.passed, check
     assert check.prompts == 2 and check.greedy_tokens == 32
-    assert [len(tokens) for tokens in continuations] == [32, 32]
+    assert [len(reference.continuation) for reference in merged_did] == [32, 32]
 
     # The adapter really moved the weights: the base alone is not within the tolerance.
     base = load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", dtype="float32").eval()

@@ -18,14 +18,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+from transformers import AutoConfig
 
 from gemma_pipeline.config import ExportChecksParams
 from gemma_pipeline.export import gguf_checks
 from gemma_pipeline.export.gguf import FULL_PRECISION, files_in
 from gemma_pipeline.export.llama_cpp import runtime_available
-from gemma_pipeline.export.merged import chat_prompt_ids, check_merged, load_merged_folder
+from gemma_pipeline.export.merged import GreedyReference, check_merged
+from gemma_pipeline.modeling.loading import load_tokenizer
 from gemma_pipeline.prompting import encode_continuation, encode_prompt
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def check_exports(
         loss_on: which completion tokens training scored (``train_qlora.loss_on``).
     """
     started = time.perf_counter()
-    merge, continuations = check_merged(
+    merge, merged_did = check_merged(
         merged_dir,
         reference,
         params.prompts,
@@ -78,7 +78,7 @@ def check_exports(
         "gguf": _check_gguf_files(
             merged_dir,
             gguf_dir,
-            continuations,
+            merged_did,
             heldout[: params.heldout_completions],
             params,
             loss_on,
@@ -92,7 +92,7 @@ def check_exports(
 def _check_gguf_files(
     merged_dir: str | Path,
     gguf_dir: str | Path,
-    continuations: list[list[int]],
+    merged_did: list[GreedyReference],
     heldout: Sequence[tuple[str, str]],
     params: ExportChecksParams,
     loss_on: str,
@@ -107,9 +107,9 @@ def _check_gguf_files(
             "passed": False,
             "not_checked": "llama.cpp's runtime is not installed: pip install -e '.[llama-cpp]'",
         }
-    model, tokenizer = load_merged_folder(merged_dir)
-    prompts_ids = [chat_prompt_ids(tokenizer, text) for text in params.prompts]
-    after_prompt = [_logits_after(model, ids) for ids in prompts_ids]
+    tokenizer = load_tokenizer(str(merged_dir), embedded_cache_dir="unused")
+    config = AutoConfig.from_pretrained(merged_dir)
+    prompts_ids = [reference.prompt_ids for reference in merged_did]
     texts = _heldout_completions(tokenizer, heldout, loss_on)
     strings = [*TOKENIZER_STRINGS, _rendered_chat(tokenizer, params.prompts[0])]
     longest = max(len(ids) for ids in [*(p + c for p, c in texts), *prompts_ids])
@@ -123,8 +123,13 @@ def _check_gguf_files(
         llm = gguf_checks.open_gguf(path, n_ctx=n_ctx)
         result: dict[str, Any] = {"file": path.name, "size_bytes": sizes[kind]}
         result["tokenizer"] = gguf_checks.check_tokenizer(llm, tokenizer, strings)
-        result["metadata"] = gguf_checks.check_metadata(llm, model.config, tokenizer)
-        result["greedy"] = gguf_checks.check_greedy(llm, prompts_ids, continuations, after_prompt)
+        result["metadata"] = gguf_checks.check_metadata(llm, config, tokenizer)
+        result["greedy"] = gguf_checks.check_greedy(
+            llm,
+            prompts_ids,
+            [reference.continuation for reference in merged_did],
+            [reference.logits_after_prompt for reference in merged_did],
+        )
         result["stop"] = gguf_checks.check_stop(
             llm, end_of_turn, params.prompts[0], params.stop_max_tokens
         )
@@ -193,12 +198,6 @@ def _file_failures(kind: str, result: dict[str, Any], params: ExportChecksParams
     if kind == "q8_0" and abs(change) > params.q8_0_max_perplexity_change:
         failures.append(f"perplexity {change:+.2%} beyond ±{params.q8_0_max_perplexity_change:.0%}")
     return failures
-
-
-@torch.inference_mode()
-def _logits_after(model: Any, ids: list[int]) -> np.ndarray:
-    """The next-token logits after ``ids``, in float32."""
-    return model(input_ids=torch.tensor([ids])).logits[0, -1].float().numpy()
 
 
 def _rendered_chat(tokenizer: Any, prompt: str) -> str:

@@ -152,6 +152,15 @@ class MergeCheck:
         return {**asdict(self), "passed": self.passed}
 
 
+@dataclass(frozen=True)
+class GreedyReference:
+    """What the merged model did with one fixed prompt: what the GGUF checks compare with."""
+
+    prompt_ids: list[int]
+    continuation: list[int]
+    logits_after_prompt: Any  # numpy float32 vector over the vocabulary
+
+
 @torch.inference_mode()
 def greedy_continuation(
     model: torch.nn.Module, prompt_ids: Sequence[int], new_tokens: int
@@ -193,22 +202,22 @@ def check_merged(
     *,
     tolerance: float,
     greedy_tokens: int = 32,
-) -> tuple[MergeCheck, list[list[int]]]:
+) -> tuple[MergeCheck, list[GreedyReference]]:
     """Compare the saved folder, reloaded as a user would (in ``reference``'s dtype), with
     ``reference`` (base + adapter, unmerged) on chat-rendered ``prompts``.
 
-    Returns the check and the merged model's greedy continuations, which the GGUF checks
+    Returns the check and, per prompt, what the merged model did, which the GGUF checks
     compare against.
     """
     dtype = str(next(reference.parameters()).dtype).removeprefix("torch.")
     merged, tokenizer = load_merged_folder(merged_dir, dtype)
     reference = reference.eval()
-    largest, identical, continuations = 0.0, True, []
+    largest, identical, merged_did = 0.0, True, []
     for text in prompts:
         ids = chat_prompt_ids(tokenizer, text)
         ours, our_logits = greedy_continuation(merged, ids, greedy_tokens)
         theirs, their_logits = greedy_continuation(reference, ids, greedy_tokens)
         largest = max(largest, float((our_logits - their_logits).abs().max()))
         identical &= ours == theirs
-        continuations.append(ours)
-    return MergeCheck(largest, tolerance, greedy_tokens, identical, len(prompts)), continuations
+        merged_did.append(GreedyReference(ids, ours, our_logits[-1].numpy()))
+    return MergeCheck(largest, tolerance, greedy_tokens, identical, len(prompts)), merged_did
