@@ -19,6 +19,16 @@ BenchmarkTask = Literal["mmlu", "mathqa", "gsm8k"]
 BenchmarkSplit = Literal["test", "fewshot"]
 
 
+#: How ``conf/`` is read: by Kedro (``settings.py``) and by the console script, the same way.
+CONFIG_LOADER_ARGS: dict[str, Any] = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # conf/demo (the offline embedded default) overrides a few keys of conf/base, not whole
+    # sections: soft-merge parameters so an environment holds only what differs.
+    "merge_strategy": {"parameters": "soft"},
+}
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -300,6 +310,42 @@ class ExportParams(StrictModel):
     push_to_hub: HubPushParams | None = None
 
 
+# --- after training: ask, serve, rag (the console script) ------------------------------------
+
+
+class RagExample(StrictModel):
+    passages: list[str] = Field(min_length=1)
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
+class RagParams(StrictModel):
+    chunk_size: int = Field(1000, ge=50)  # characters per passage
+    chunk_overlap: int = Field(100, ge=0)
+    top_k: int = Field(3, ge=1)  # passages in the prompt
+    max_new_tokens: int = Field(128, ge=1)
+    instruction: str = Field(min_length=1)
+    # Worked examples, as earlier chat turns: what lets a small base model answer from passages.
+    examples: list[RagExample] = []
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RagParams:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class InferenceParams(StrictModel):
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(8, ge=1)  # ask --file through transformers
+    gguf_type: Literal["f16", "q8_0", "q4_k_m"] = "q8_0"  # which exported GGUF ask/serve load
+    # llama.cpp's context (KV cache) in tokens; transformers use the model's own.
+    context_length: int = Field(4096, ge=256)
+    host: str = "127.0.0.1"  # serve: 0.0.0.0 exposes the model to the network
+    port: int = Field(8000, ge=1, le=65535)
+    rag: RagParams
+
+
 # --- tracking ---------------------------------------------------------------------------------
 
 
@@ -322,6 +368,7 @@ SECTIONS: dict[str, type[StrictModel]] = {
     "train_qlora": TrainQloraParams,
     "evaluate": EvaluateParams,
     "export": ExportParams,
+    "inference": InferenceParams,
     "report": ReportParams,
     "tracking": TrackingParams,
 }

@@ -6,7 +6,8 @@ to the token: the same user message, the same chat template, the same single BOS
 
 - the user message: the task's template filled with the question and its lettered options;
 - the answer text (the completion the model is trained to write), and option rotation;
-- the chat rendering, through the tokenizer's own chat template (Gemma's);
+- the chat rendering, through the tokenizer's own chat template (Gemma's), or through the
+  template a GGUF file carries, rendered the same way (``render_chat``);
 - the tokenization rules: exactly one BOS, and ``IGNORE_INDEX`` on tokens without loss.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
+from transformers.utils.chat_template_utils import render_jinja_template
 
 from gemma_pipeline.config import FormatPromptsParams
 from gemma_pipeline.sources.schema import LETTERS
@@ -126,6 +128,25 @@ class ChatFormat:
                 "generation prompt; cannot split prompt from completion."
             )
         return prompt, full[len(prompt) :]
+
+
+def render_chat(
+    chat_template: str,
+    turns: Sequence[tuple[str, str]],
+    user_message: str,
+    special_tokens: Mapping[str, str],
+) -> str:
+    """:meth:`ChatFormat.render` for a model known by its template alone (a GGUF file): the
+    renderer ``apply_chat_template`` calls, with the special tokens it passes (``bos_token``...).
+    """
+    messages = [*_messages(turns), {"role": "user", "content": user_message}]
+    rendered, _ = render_jinja_template(
+        conversations=[messages],
+        chat_template=chat_template,
+        add_generation_prompt=True,
+        **special_tokens,
+    )
+    return rendered[0]
 
 
 def _messages(turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:

@@ -2,6 +2,8 @@
 
 from kedro.config import OmegaConfigLoader
 
+# Read by Kedro; defined in config.py because the console script reads conf/ the same way.
+from gemma_pipeline.config import CONFIG_LOADER_ARGS
 from gemma_pipeline.hooks import (
     HubPushHook,
     ParameterValidationHook,
@@ -14,10 +16,5 @@ from gemma_pipeline.hooks import (
 HOOKS = (ParameterValidationHook(), RunMetadataHook(), WandbTrackingHook(), HubPushHook())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # conf/demo (the offline embedded default) overrides a few keys of conf/base, not whole
-    # sections: soft-merge parameters so an environment holds only what differs.
-    "merge_strategy": {"parameters": "soft"},
-}
+
+__all__ = ["CONFIG_LOADER_ARGS", "CONFIG_LOADER_CLASS", "HOOKS"]

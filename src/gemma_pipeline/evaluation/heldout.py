@@ -15,6 +15,8 @@ errors, the change on paired questions, the spread of predicted letters, and per
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ import pandas as pd
 from gemma_pipeline.sources.schema import LETTERS
 
 from . import statistics
-from .engine import LoglikelihoodRequest, loglikelihood
+from .engine import LoglikelihoodRequest, LoglikelihoodResult, loglikelihood
 
 #: (column of the predictions, name in reports), for metrics that are per-question means.
 MEAN_METRICS = [
@@ -34,15 +36,74 @@ MEAN_METRICS = [
 ]
 
 
-def _requests(question: pd.Series) -> list[LoglikelihoodRequest]:
-    """Letters, then option texts, then the completion; all after the intact prompt, whose
-    tokens run through the model once (it is every request's shared prefix)."""
-    prompt, n = question["prompt"], len(question["choices"])
-    continuations = [*LETTERS[:n], *question["choices"], question["completion"]]
+def option_requests(prompt: str, choices: Sequence[str]) -> list[LoglikelihoodRequest]:
+    """Each answer letter, then each option's text, after the intact prompt (whose tokens run
+    through the model once: it is every request's shared prefix)."""
+    continuations = [*LETTERS[: len(choices)], *choices]
     return [
         LoglikelihoodRequest(prompt, text, shared_prefix=prompt, intact_context=True)
         for text in continuations
     ]
+
+
+def _requests(question: pd.Series) -> list[LoglikelihoodRequest]:
+    """The options' requests, then the reference completion's."""
+    prompt = question["prompt"]
+    return [
+        *option_requests(prompt, list(question["choices"])),
+        LoglikelihoodRequest(
+            prompt, question["completion"], shared_prefix=prompt, intact_context=True
+        ),
+    ]
+
+
+@dataclass(frozen=True)
+class OptionScores:
+    """How a model rates one question's options, as the held-out metrics read it."""
+
+    letter_logprobs: list[float]  # log p(letter | prompt): the model turn's first token
+    option_logprobs: list[float]  # log p(option text | prompt)
+    per_byte: list[float]  # option_logprobs / UTF-8 bytes: lm-eval's acc_norm
+
+    @classmethod
+    def from_results(
+        cls, results: Sequence[LoglikelihoodResult], choices: Sequence[str]
+    ) -> OptionScores:
+        n = len(choices)
+        letters, options = results[:n], results[n : 2 * n]
+        for letter, result in zip(LETTERS, letters, strict=False):
+            if result.tokens != 1:
+                raise ValueError(f"Answer letter {letter!r} is not a single token")
+        option_logprobs = [result.logprob for result in options]
+        return cls(
+            letter_logprobs=[result.logprob for result in letters],
+            option_logprobs=option_logprobs,
+            per_byte=[
+                logprob / max(1, len(text.encode("utf-8")))
+                for logprob, text in zip(option_logprobs, choices, strict=True)
+            ],
+        )
+
+    @property
+    def letter_probabilities(self) -> list[float]:
+        """p(letter), renormalized over the letters offered."""
+        logprobs = np.array(self.letter_logprobs)
+        weights = np.exp(logprobs - logprobs.max())
+        return (weights / weights.sum()).tolist()
+
+
+def score_options(
+    model: Any, tokenizer: Any, prompt: str, choices: Sequence[str], *, max_batch_tokens: int
+) -> OptionScores:
+    """One question's option scores, computed as :func:`score_heldout` computes them."""
+    results = loglikelihood(
+        model,
+        tokenizer,
+        option_requests(prompt, choices),
+        max_batch_tokens=max_batch_tokens,
+        desc="options",
+    )
+    return OptionScores.from_results(results, choices)
 
 
 def score_heldout(
@@ -68,17 +129,8 @@ def score_heldout(
         n = len(choices)
         scored = results[cursor : cursor + len(requests)]
         cursor += len(requests)
-        letters, options, completion = scored[:n], scored[n : 2 * n], scored[2 * n]
-        for letter, result in zip(LETTERS, letters, strict=False):
-            if result.tokens != 1:
-                raise ValueError(f"Answer letter {letter!r} is not a single token")
-        letter_logprobs = [result.logprob for result in letters]
-        option_logprobs = [result.logprob for result in options]
-        # acc_norm as in lm-eval: log-likelihood per byte of the option text.
-        per_byte = [
-            logprob / max(1, len(text.encode("utf-8")))
-            for logprob, text in zip(option_logprobs, choices, strict=True)
-        ]
+        options, completion = OptionScores.from_results(scored, choices), scored[2 * n]
+        letter_logprobs, option_logprobs = options.letter_logprobs, options.option_logprobs
         letter_pred = int(np.argmax(letter_logprobs))
         rows.append(
             {
@@ -92,7 +144,7 @@ def score_heldout(
                 "letter_pred": LETTERS[letter_pred],
                 "letter_correct": float(letter_pred == answer),
                 "option_correct": float(int(np.argmax(option_logprobs)) == answer),
-                "option_norm_correct": float(int(np.argmax(per_byte)) == answer),
+                "option_norm_correct": float(int(np.argmax(options.per_byte)) == answer),
                 "letter_mass": float(np.exp(letter_logprobs).sum()),
                 "completion_nll": -completion.logprob,
                 "completion_tokens": completion.tokens,
