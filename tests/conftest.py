@@ -308,3 +308,84 @@ def _make_adapter(model_dir: Path, folder: Path) -> Path:
 def make_adapter():
     """``make_adapter(model_dir, folder)``: a random non-zero LoRA adapter for that model."""
     return _make_adapter
+
+
+# --- a project with a run's artifacts, for the console script --------------------------------
+
+#: The two runs the tiny project holds: the older has an adapter only, the newer everything.
+OLD_RUN, NEW_RUN = "2026-01-01T00.00.00.000Z", "2026-01-02T00.00.00.000Z"
+
+
+def write_project(root: Path, model_dir: Path) -> Path:
+    """A Kedro project: this repository's conf/base, with the base model at ``model_dir``
+    (in float32: a tiny random model's greedy tokens would flip on bf16 rounding)."""
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copytree(repo / "conf" / "base", root / "conf" / "base")
+    # bitsandbytes' 4-bit CPU kernels need dimensions a tiny model does not have.
+    (root / "conf" / "local").mkdir()
+    (root / "conf" / "local" / "parameters.yml").write_text(
+        "train_qlora:\n  quantization:\n    load_in_4bit: false\n"
+    )
+    (root / "pyproject.toml").write_text(
+        '[tool.kedro]\npackage_name = "gemma_pipeline"\nproject_name = "tiny"\n'
+        'kedro_init_version = "1.7.0"\n'
+    )
+    (root / "conf" / "base" / "parameters.yml").write_text(
+        f"model:\n  name_or_path: {model_dir}\n  embedded_cache_dir: unused\n"
+        "  dtype: float32\n  attn_implementation: eager\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_project(gemma3_dir, tmp_path_factory) -> Path:
+    """A project on the tiny Gemma-3 whose runs hold an adapter (both), and the merged folder
+    and GGUF files (the newer), where the catalog puts them."""
+    from gemma_pipeline.config import ModelParams
+    from gemma_pipeline.export.gguf import export_gguf
+    from gemma_pipeline.export.merged import merge_adapter
+
+    root = write_project(tmp_path_factory.mktemp("project"), gemma3_dir)
+    models = root / "data" / "06_models"
+    for run in (OLD_RUN, NEW_RUN):
+        _make_adapter(gemma3_dir, models / "adapter" / run / "adapter")
+    merged = merge_adapter(
+        ModelParams(name_or_path=str(gemma3_dir)),
+        models / "adapter" / NEW_RUN / "adapter",
+        models / "merged_model" / NEW_RUN / "merged_model",
+        dtype="float32",
+    )
+    export_gguf(merged, "gemma-2-2b-it-mmlu-qlora").save_to(models / "gguf" / NEW_RUN / "gguf")
+    return root
+
+
+@pytest.fixture(scope="session")
+def project_runs() -> tuple[str, str]:
+    """The versions of ``tiny_project``'s runs: (older, newer)."""
+    return OLD_RUN, NEW_RUN
+
+
+@pytest.fixture(scope="session")
+def make_project():
+    """``make_project(root, model_dir)``: a project with conf/base and no artifacts."""
+    return write_project
+
+
+@pytest.fixture(scope="session")
+def embedded_project(tmp_path_factory) -> Path:
+    """A project whose run's GGUF is the embedded Gemma 3 270M base, exported as the export
+    pipeline exports a merged model (q8_0), for the few end-to-end tests (``-m e2e``)."""
+    from gemma_pipeline.export.llama_cpp import convert
+    from gemma_pipeline.export.merged import MergedModel
+    from gemma_pipeline.modeling.embedded import ensure_embedded_model
+
+    repo = Path(__file__).resolve().parents[1]
+    embedded = ensure_embedded_model(repo / "data" / "06_models" / "embedded_gemma3_270m")
+    root = write_project(tmp_path_factory.mktemp("embedded-project"), embedded)
+    folder = tmp_path_factory.mktemp("embedded-hf")
+    model = load_causal_lm(str(embedded), embedded_cache_dir="x", dtype="float32")
+    MergedModel(model, load_tokenizer(str(embedded), embedded_cache_dir="x"), None).save_to(folder)
+    run = root / "data" / "06_models" / "gguf" / NEW_RUN / "gguf"
+    run.mkdir(parents=True)
+    convert(folder, run / "gemma3-270m-base-q8_0.gguf", "q8_0")
+    return root

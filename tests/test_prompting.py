@@ -50,13 +50,17 @@ def test_prompt_and_completion_use_gemma_turns_and_end_the_model_turn(tiny_token
 
 def test_a_template_alone_renders_as_the_tokenizer_does(tiny_tokenizer):
     """A GGUF's template, rendered without a transformers tokenizer, gives the same text."""
-    chat = ChatFormat(tiny_tokenizer, FormatPromptsParams(templates={"mmlu": {"user": "{question}"}}))
+    chat = ChatFormat(
+        tiny_tokenizer, FormatPromptsParams(templates={"mmlu": {"user": "{question}"}})
+    )
     turns = [("What is 1 + 1?  ", "2"), ("And 2 + 2?", "4")]
     special = {"bos_token": tiny_tokenizer.bos_token, "eos_token": tiny_tokenizer.eos_token}
     for history in ([], turns):
         expected = chat.render(history, " Why? ")
         assert render_chat(tiny_tokenizer.chat_template, history, " Why? ", special) == expected
-    assert render_chat(tiny_tokenizer.chat_template, [], "x", {"bos_token": "<s>"}).startswith("<s>")
+    assert render_chat(tiny_tokenizer.chat_template, [], "x", {"bos_token": "<s>"}).startswith(
+        "<s>"
+    )
 
 
 def test_rotations_keep_the_answer_and_stay_adjacent(two_questions):

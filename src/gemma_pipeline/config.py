@@ -324,6 +324,7 @@ class RagParams(StrictModel):
     chunk_overlap: int = Field(100, ge=0)
     top_k: int = Field(3, ge=1)  # passages in the prompt
     max_new_tokens: int = Field(128, ge=1)
+    stop: list[str] = []  # the answer ends at the first of these
     instruction: str = Field(min_length=1)
     # Worked examples, as earlier chat turns: what lets a small base model answer from passages.
     examples: list[RagExample] = []

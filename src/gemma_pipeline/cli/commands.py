@@ -210,7 +210,7 @@ def rag(args: argparse.Namespace) -> None:
     retriever = rag_lib.bm25_retriever(passages, params.top_k)
 
     def run(base_url: str, model_name: str) -> rag_lib.RagAnswer:
-        llm = rag_lib.chat_model(base_url, model_name, params.max_new_tokens)
+        llm = rag_lib.chat_model(base_url, model_name, params.max_new_tokens, params.stop)
         return rag_lib.answer(rag_lib.build_chain(llm, retriever, params), args.question)
 
     if args.base_url:

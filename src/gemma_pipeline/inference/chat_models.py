@@ -88,6 +88,12 @@ class _IncrementalText:
         piece, self._emitted = text[len(self._emitted) :], text
         return piece
 
+    def rest(self) -> str:
+        """What is held back at the end (a byte sequence that never became a character)."""
+        text = self._decode(self._ids)
+        piece, self._emitted = text[len(self._emitted) :], text
+        return piece
+
 
 # --- transformers -----------------------------------------------------------------------------
 
@@ -187,6 +193,8 @@ class TransformersChatModel:
         text = _IncrementalText(lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True))
         while (token := streamer.tokens.get()) is not None:
             yield text.push(token)
+        if rest := text.rest():
+            yield rest
         thread.join()
         if failure:
             raise failure[0]
@@ -264,8 +272,9 @@ class LlamaCppChatModel:
 
         if decoding.seed is not None:
             self.llm.set_seed(decoding.seed)
+        # Bytes that never form a character are dropped, as llama.cpp's server drops them.
         text = _IncrementalText(
-            lambda ids: self.llm.detokenize(ids).decode("utf-8", errors="replace")
+            lambda ids: self.llm.detokenize(ids).decode("utf-8", errors="ignore")
         )
         tokens = self.llm.generate(
             prompt_ids,
@@ -281,6 +290,8 @@ class LlamaCppChatModel:
             yield text.push(token)
             if produced == decoding.max_new_tokens:
                 break
+        if rest := text.rest():
+            yield rest
 
     def generate(
         self, prompts: Sequence[list[int]], decoding: Decoding, *, batch_size: int = 8

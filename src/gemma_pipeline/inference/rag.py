@@ -12,6 +12,7 @@ pins ``huggingface-hub<2`` and this project needs 2.x; the server route needs ne
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,16 @@ def bm25_retriever(passages: Sequence[Any], top_k: int) -> Any:
                     found.append(passage)
             return found
 
-    index = BM25Okapi([words(passage.page_content) for passage in passages])
+    class LuceneIdfBM25(BM25Okapi):
+        """BM25 with Lucene's idf, ln(1 + (N - n + 0.5) / (n + 0.5)): never zero or negative.
+        rank-bm25's Okapi idf is 0 for a word in half the passages, so a folder of two
+        documents would rank nothing."""
+
+        def _calc_idf(self, nd: dict[str, int]) -> None:
+            for word, n in nd.items():
+                self.idf[word] = math.log(1 + (self.corpus_size - n + 0.5) / (n + 0.5))
+
+    index = LuceneIdfBM25([words(passage.page_content) for passage in passages])
     return BM25Retriever(passages=list(passages), top_k=top_k, index=index)
 
 
@@ -141,18 +151,22 @@ def _escape(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def chat_model(base_url: str, model: str, max_new_tokens: int) -> Any:
+def chat_model(base_url: str, model: str, max_new_tokens: int, stop: Sequence[str] = ()) -> Any:
     """The fine-tune as a LangChain chat model: ``ChatOpenAI`` on the local server, greedy."""
     _require_langchain()
     from langchain_openai import ChatOpenAI
 
-    # A local llama.cpp server checks no key; the client insists on one. Not a secret.
     return ChatOpenAI(
         base_url=base_url,
+        # A local llama.cpp server checks no key; the client insists on one. Not a secret.
         api_key="no-key-needed",
         model=model,
         temperature=0,
         max_tokens=max_new_tokens,
+        # ChatOpenAI sends the limit as max_completion_tokens, which llama-cpp-python's server
+        # ignores (it reads max_tokens): without this it writes until the context is full.
+        extra_body={"max_tokens": max_new_tokens},
+        stop=list(stop) or None,
         max_retries=0,
     )
 
