@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_pipeline.cli import EXIT_USER_ERROR, main
 from gemma_pipeline.config import RagParams
+from gemma_pipeline.console import EXIT_USER_ERROR, main
 from gemma_pipeline.inference import rag
 from gemma_pipeline.inference.errors import UserInputError
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kedro.config import OmegaConfigLoader
-from kedro.io import DataCatalog, DatasetError
+from kedro.io import AbstractDataset, DatasetError
 from kedro.utils import find_kedro_project
 
 from gemma_pipeline.config import (
@@ -87,11 +87,9 @@ class Project:
         """What the catalog entry loads (a folder's path for models): the latest version, or
         ``version``. Raises ``UserInputError`` naming what exists when it is not there."""
         entry = self._entry(name)
-        catalog = DataCatalog.from_config(
-            {name: entry}, load_versions={name: version} if version else None
-        )
         try:
-            return catalog.load(name)
+            # The dataset itself, not a DataCatalog: the catalog logs every load at INFO.
+            return AbstractDataset.from_config(name, entry, load_version=version).load()
         except DatasetError as error:
             versions = self.versions(name)
             where = self._entry(name)["filepath"]

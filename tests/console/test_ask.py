@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gemma_pipeline.cli import EXIT_USER_ERROR, main
 from gemma_pipeline.config import FormatPromptsParams
+from gemma_pipeline.console import EXIT_USER_ERROR, main
 from gemma_pipeline.evaluation.heldout import score_heldout
 from gemma_pipeline.modeling.loading import load_causal_lm, load_tokenizer
 from gemma_pipeline.prompting import ChatFormat, answer_text, encode_prompt
@@ -240,7 +240,7 @@ def test_the_installed_script_has_help_and_no_traceback_for_user_errors(tiny_pro
     script = [
         sys.executable,
         "-c",
-        "import sys; from gemma_pipeline.cli import main; sys.exit(main())",
+        "import sys; from gemma_pipeline.console import main; sys.exit(main())",
     ]
     for command in ([], ["ask"], ["serve"], ["rag"]):
         helped = subprocess.run([*script, *command, "--help"], capture_output=True, text=True)

@@ -1,5 +1,7 @@
 """``gemma-pipeline``: ask the fine-tune, serve it, answer from documents with it.
 
+(Not ``cli``: Kedro loads ``<package>.cli`` as the project's own ``kedro`` commands.)
+
 A user error (a missing artifact or version, an unreadable file, an empty or too-long prompt)
 prints one line and exits 1; a bad command line prints the usage and exits 2. Tracebacks are
 for bugs.

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from openai import OpenAI
 
-from gemma_pipeline.cli import main
+from gemma_pipeline.console import main
 from gemma_pipeline.inference.server import free_port, stop, wait_until_ready
 
 QUESTION = "Which planet is known as the red planet?"
