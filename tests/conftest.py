@@ -389,3 +389,48 @@ def embedded_project(tmp_path_factory) -> Path:
     run.mkdir(parents=True)
     convert(folder, run / "gemma3-270m-base-q8_0.gguf", "q8_0")
     return root
+
+
+#: What shrinks the demo environment to a tiny run: the tiny Gemma-3, a few rows, two steps.
+def tiny_run_params(model_dir: Path) -> dict[str, Any]:
+    sample = {"loader": "sample"}
+    return {
+        "model": {"name_or_path": str(model_dir), "dtype": "float32"},
+        "ingest": {
+            "sources": {
+                "mmlu": {**sample, "sample": {"train": 24, "validation": 4, "test": 16}},
+                "mathqa": {**sample, "sample": {"train": 8, "validation": 4, "test": 8}},
+            },
+            "benchmarks": {
+                "mmlu": {**sample, "sample": {"test": 8, "fewshot": 100}},
+                "mathqa": {**sample, "sample": {"test": 4}},
+                "gsm8k": {**sample, "sample": {"test": 2, "fewshot": 60}},
+            },
+        },
+        "train_qlora": {"max_steps": 2, "logging_steps": 1, "save_steps": 2},
+        "evaluate": {"max_benchmark_docs": 4, "max_batch_tokens": 4096},
+        "export": {"checks": {"heldout_completions": 4, "quantized_min_top1_agreement": 0.01}},
+        "tracking": {"mode": "disabled"},
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(gemma3_dir, tmp_path_factory) -> Path:
+    """A project after one whole `kedro run --env demo` on the tiny Gemma-3: every artifact
+    (questions, adapter, predictions, metrics, report, merged model, GGUF) of one run."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    repo = Path(__file__).resolve().parents[1]
+    root = tmp_path_factory.mktemp("tiny-run")
+    for env in ("base", "demo"):
+        shutil.copytree(repo / "conf" / env, root / "conf" / env)
+    (root / "conf" / "local").mkdir()
+    shutil.copy(repo / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # Kedro wants the source folder; the package is the installed one
+    bootstrap_project(root)
+    with KedroSession.create(
+        project_path=root, env="demo", runtime_params=tiny_run_params(gemma3_dir)
+    ) as session:
+        session.run()
+    return root
