@@ -414,23 +414,48 @@ def tiny_run_params(model_dir: Path) -> dict[str, Any]:
     }
 
 
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write_tiny_env(root: Path, model_dir: Path) -> None:
+    """conf/tiny: conf/demo with ``tiny_run_params`` merged in, so that every later command
+    (`kedro run`, `gemma-pipeline ... --env tiny`) sees the same configuration."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    overrides = tiny_run_params(model_dir)
+    (root / "conf" / "tiny").mkdir(parents=True)
+    for source in sorted((repo / "conf" / "demo").glob("*.yml")):
+        content = yaml.safe_load(source.read_text()) or {}
+        for key in list(overrides):
+            if key in content:
+                content = _deep_merge(content, {key: overrides.pop(key)})
+        (root / "conf" / "tiny" / source.name).write_text(yaml.safe_dump(content))
+    (root / "conf" / "tiny" / "parameters_tiny.yml").write_text(yaml.safe_dump(overrides))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(gemma3_dir, tmp_path_factory) -> Path:
-    """A project after one whole `kedro run --env demo` on the tiny Gemma-3: every artifact
-    (questions, adapter, predictions, metrics, report, merged model, GGUF) of one run."""
+    """A project after one whole `kedro run --env tiny` (conf/demo on the tiny Gemma-3): every
+    artifact (questions, adapter, predictions, metrics, report, merged model, GGUF) of one run."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     repo = Path(__file__).resolve().parents[1]
     root = tmp_path_factory.mktemp("tiny-run")
-    for env in ("base", "demo"):
-        shutil.copytree(repo / "conf" / env, root / "conf" / env)
+    shutil.copytree(repo / "conf" / "base", root / "conf" / "base")
+    write_tiny_env(root, gemma3_dir)
     (root / "conf" / "local").mkdir()
     shutil.copy(repo / "pyproject.toml", root / "pyproject.toml")
     (root / "src").mkdir()  # Kedro wants the source folder; the package is the installed one
     bootstrap_project(root)
-    with KedroSession.create(
-        project_path=root, env="demo", runtime_params=tiny_run_params(gemma3_dir)
-    ) as session:
+    with KedroSession.create(project_path=root, env="tiny") as session:
         session.run()
     return root

@@ -336,6 +336,13 @@ class RagParams(StrictModel):
         return self
 
 
+class DemoParams(StrictModel):
+    port: int = Field(7860, ge=1, le=65535)
+    # The page is for short questions: a long paste would tie both models up for minutes.
+    max_prompt_tokens: int = Field(1024, ge=16)
+    max_new_tokens: int = Field(128, ge=1)
+
+
 class InferenceParams(StrictModel):
     max_new_tokens: int = Field(256, ge=1)
     batch_size: int = Field(8, ge=1)  # ask --file through transformers
@@ -345,6 +352,7 @@ class InferenceParams(StrictModel):
     host: str = "127.0.0.1"  # serve: 0.0.0.0 exposes the model to the network
     port: int = Field(8000, ge=1, le=65535)
     rag: RagParams
+    demo: DemoParams = DemoParams()
 
 
 # --- tracking ---------------------------------------------------------------------------------

@@ -137,6 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(rag, ("gguf",))
     _add_project_options(rag)
     rag.set_defaults(run=commands.rag)
+
+    demo = sub.add_parser(
+        "demo",
+        help="a web page: base and fine-tuned side by side, held-out questions, results",
+        description="Start the web demo on 127.0.0.1 (inference.host): ask both models a "
+        "question and watch the answers stream side by side; sample a held-out question of "
+        "the run's evaluation split and see each option's probability under both models; "
+        "see the run's base vs fine-tuned results. Needs the app extra; Ctrl-C stops it.",
+    )
+    demo.add_argument(
+        "--version",
+        default=None,
+        help="the adapter's version (default: the latest); its newest evaluation is shown",
+    )
+    demo.add_argument("--host", default=None, help="default: inference.host (127.0.0.1)")
+    demo.add_argument("--port", type=int, default=None, help="default: inference.demo.port (7860)")
+    _add_project_options(demo)
+    demo.set_defaults(run=commands.demo)
     return parser
 
 

@@ -245,3 +245,23 @@ def _served_model(base_url: str) -> str:
         raise UserInputError(
             f"--base-url {base_url}: no model listed at /models ({error})"
         ) from error
+
+
+def demo(args: argparse.Namespace) -> None:
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        from gemma_pipeline.app.page import launch
+    except ImportError as error:
+        raise UserInputError(
+            f"demo needs the app extra: pip install -e '.[app]' ({error})"
+        ) from error
+    from gemma_pipeline.app.session import SideBySide
+
+    project = _project(args)
+    inference = project.params("inference")
+    session = SideBySide.load(project, args.version)
+    host, port = args.host or inference.host, args.port or inference.demo.port
+    print(f"demo of adapter {session.adapter_version} on http://{host}:{port}", file=sys.stderr)
+    launch(session, host=host, port=port)

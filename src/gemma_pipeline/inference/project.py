@@ -72,6 +72,10 @@ class Project:
         except ParameterError as error:
             raise UserInputError(" ".join(str(error).split())) from error
 
+    def filepath(self, name: str) -> Path:
+        """Where a catalog entry's versions live (absolute)."""
+        return Path(self._entry(name)["filepath"])
+
     def _entry(self, name: str) -> dict[str, Any]:
         entry = dict(self.catalog_config[name])
         if "filepath" in entry and not Path(entry["filepath"]).is_absolute():
@@ -80,7 +84,7 @@ class Project:
 
     def versions(self, name: str) -> list[str]:
         """The saved versions of a versioned catalog entry, oldest first."""
-        folder = Path(self._entry(name)["filepath"])
+        folder = self.filepath(name)
         return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
     def artifact(self, name: str, version: str | None = None) -> str:
