@@ -87,7 +87,7 @@ def heldout_html(answer: HeldOutAnswer) -> str:
         rows.append(
             f'<tr class="option{" correct" if correct else ""}" data-letter="{letter(i)}" '
             f'data-correct="{str(correct).lower()}" '
-            f'style="{"background:#f0fdf4;" if correct else ""}border-top:1px solid #e2e8f0">'
+            f'style="{"background:#f0fdf4;" if correct else ""}border:none;border-top:1px solid #e2e8f0">'
             f'<td style="{CELL}white-space:nowrap;width:1%"><b>{letter(i)}.</b>{marks}</td>'
             f'<td style="{CELL}">{escape(text)}'
             f"{' <b style=color:#15803d>✓ correct</b>' if correct else ''}</td>"
@@ -107,7 +107,7 @@ def heldout_html(answer: HeldOutAnswer) -> str:
         f"{escape(subject)} · {escape(question['row_id'])}</div>"
         f'<p style="white-space:pre-wrap;margin:6px 0 12px">{escape(question["question"])}</p>'
         '<table style="border-collapse:collapse;width:100%;border:none">'
-        '<thead><tr style="text-align:left;color:#475569;font-size:13px">'
+        '<thead><tr style="border:none;text-align:left;color:#475569;font-size:13px">'
         f'<th style="{CELL}"></th><th style="{CELL}">option</th>'
         + "".join(
             f'<th style="{CELL}"><span style="color:{COLOURS[m]}">■</span> {LABELS[m]} '
