@@ -15,6 +15,7 @@ LABELS = {"base": "Base", "finetuned": "Fine-tuned"}
 # The report's per-subject plot colours (matplotlib's first two), so both tabs read alike.
 COLOURS = {"base": "#1f77b4", "finetuned": "#ff7f0e"}
 CELL = "border:none;padding:6px 10px;"
+ROW = "border:none;border-top:1px solid #e2e8f0"  # Gradio draws dark borders on every side
 
 
 def header_markdown(session: SideBySide) -> str:
@@ -87,7 +88,7 @@ def heldout_html(answer: HeldOutAnswer) -> str:
         rows.append(
             f'<tr class="option{" correct" if correct else ""}" data-letter="{letter(i)}" '
             f'data-correct="{str(correct).lower()}" '
-            f'style="{"background:#f0fdf4;" if correct else ""}border:none;border-top:1px solid #e2e8f0">'
+            f'style="{"background:#f0fdf4;" if correct else ""}{ROW}">'
             f'<td style="{CELL}white-space:nowrap;width:1%"><b>{letter(i)}.</b>{marks}</td>'
             f'<td style="{CELL}">{escape(text)}'
             f"{' <b style=color:#15803d>✓ correct</b>' if correct else ''}</td>"
