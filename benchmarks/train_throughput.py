@@ -285,7 +285,7 @@ def check_packed_matches_padded(tiny: bool) -> dict[str, Any]:
     fused = _cuda() and apply_fused_kernels(packed_model)
     if _cuda():  # the packed recipe's attention on the GPU
         allow_shape_changes()
-        packed_model.set_attn_implementation(PACKED_ATTENTION)
+        packed_model.set_attn_implementation(PACKED_ATTENTION["cuda"])
     got = selective_causal_lm_loss(
         packed_model,
         packed["input_ids"],

@@ -219,3 +219,27 @@ def test_broken_local_folder_error_is_not_blamed_on_the_hub(
     with pytest.raises(OSError) as caught:
         load_causal_lm(str(weightless), embedded_cache_dir=tmp_path)
     assert not isinstance(caught.value, ModelSourceUnavailableError)
+
+
+def test_sdpa_is_refused_for_a_model_that_caps_its_attention(tiny_model_dir: Path) -> None:
+    """The tiny Gemma-2 soft-caps attention logits, as Gemma 2 does: sdpa would drop the cap."""
+    with pytest.raises(ValueError, match="soft-caps its attention logits"):
+        load_causal_lm(str(tiny_model_dir), embedded_cache_dir="x", attn_implementation="sdpa")
+
+
+def test_sdpa_computes_gemma3s_attention_as_eager_does(gemma3_dir: Path) -> None:
+    """Gemma 3 caps nothing: sdpa gives eager's logits, past the sliding window and with padding."""
+    torch.manual_seed(0)
+    input_ids = torch.randint(5, 200, (2, 48))  # longer than the tiny model's window of 32
+    mask = torch.ones_like(input_ids)
+    mask[1, :7] = 0  # left padding
+    logits = {}
+    for attn in ("eager", "sdpa"):
+        model = load_causal_lm(
+            str(gemma3_dir), embedded_cache_dir="x", dtype="float32", attn_implementation=attn
+        ).eval()
+        with torch.inference_mode():
+            logits[attn] = model(input_ids=input_ids, attention_mask=mask).logits
+    assert model.config._attn_implementation == "sdpa"
+    assert torch.allclose(logits["eager"][0], logits["sdpa"][0], atol=1e-4)
+    assert torch.allclose(logits["eager"][1, 7:], logits["sdpa"][1, 7:], atol=1e-4)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from gemma_pipeline.modeling.chat_template import ensure_chat_template
 from gemma_pipeline.modeling.embedded import EMBEDDED_MODEL_ID, ensure_embedded_model
@@ -99,6 +99,10 @@ def load_causal_lm(
     torch_dtype = parse_dtype(dtype)
     path = resolve_model_path(name_or_path, embedded_cache_dir=embedded_cache_dir)
     try:
+        if attn_implementation == "sdpa":
+            refuse_sdpa_with_softcapping(
+                AutoConfig.from_pretrained(path, revision=revision, token=token), name_or_path
+            )
         return AutoModelForCausalLM.from_pretrained(
             path,
             dtype=torch_dtype,
@@ -114,6 +118,19 @@ def load_causal_lm(
         if Path(path).is_dir():
             raise
         raise hub_unavailable_error(name_or_path, error) from error
+
+
+def refuse_sdpa_with_softcapping(config: Any, name: str) -> None:
+    """SDPA kernels cannot cap attention logits: a model that caps them (Gemma 2) would silently
+    compute something else. Gemma 3 has no cap (it normalizes queries and keys instead), so
+    SDPA computes exactly its attention."""
+    text_config = getattr(config, "text_config", None) or config
+    if getattr(text_config, "attn_logit_softcapping", None) is not None:
+        raise ValueError(
+            f"{name} soft-caps its attention logits (attn_logit_softcapping="
+            f"{text_config.attn_logit_softcapping}); sdpa would drop the cap. Use "
+            f"attn_implementation eager or flex_attention."
+        )
 
 
 def parse_dtype(name: str) -> torch.dtype:

@@ -52,7 +52,9 @@ def build_trainer(
     packed_on_gpu = params.recipe == "packed" and device == "cuda"
     if packed_on_gpu:
         allow_shape_changes()
-        model_params = model_params.model_copy(update={"attn_implementation": PACKED_ATTENTION})
+    if params.recipe == "packed":
+        attention = PACKED_ATTENTION["cuda" if device == "cuda" else "cpu"]
+        model_params = model_params.model_copy(update={"attn_implementation": attention})
     model = model_from_params(model_params, quantization)
     fused = packed_on_gpu and apply_fused_kernels(model)
 

@@ -43,8 +43,12 @@ def build(
             MultipleChoiceDoc(
                 row_id=doc["row_id"],
                 subject=doc["subject"],
+                # The question is every option's context: its tokens run through the model once
+                # (the engine's shared prefix), not once per option.
                 requests=[
-                    LoglikelihoodRequest(context, c, intact_context=style == "chat")
+                    LoglikelihoodRequest(
+                        context, c, shared_prefix=context, intact_context=style == "chat"
+                    )
                     for c in continuations
                 ],
                 choice_texts=texts,
