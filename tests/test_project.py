@@ -43,7 +43,10 @@ def test_base_is_the_real_job_and_demo_only_overrides(contexts):
     assert demo["ingest"]["sources"]["mmlu"]["loader"] == "sample"
     # Soft merge: what demo does not override still comes from base.
     assert demo["tokenize"] == base["tokenize"]
-    assert demo["model"]["attn_implementation"] == "eager"
+    assert demo["model"]["revision"] == base["model"]["revision"]
+    # Gemma 2 soft-caps its attention (eager keeps the cap); the embedded Gemma 3 does not.
+    assert base["model"]["attn_implementation"] == "eager"
+    assert demo["model"]["attn_implementation"] == "sdpa"
 
 
 @pytest.mark.parametrize("env", ["base", "demo"])

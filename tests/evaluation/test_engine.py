@@ -146,17 +146,3 @@ def test_head_projection_in_chunks_gives_the_same_scores(tiny_model, tiny_tokeni
     assert [r.logprob for r in chunked] == pytest.approx([r.logprob for r in whole], abs=1e-5)
     assert [r.is_greedy for r in chunked] == [r.is_greedy for r in whole]
 
-
-def test_a_row_stops_once_its_generated_text_holds_a_stop_sequence(tiny_tokenizer):
-    from gemma_pipeline.evaluation.engine import StopOnSequences
-
-    prompt = tiny_tokenizer("Question: the cat\nAnswer:", add_special_tokens=False)["input_ids"]
-    generated = tiny_tokenizer(" the cat is\nQuestion: x", add_special_tokens=False)["input_ids"]
-    other = tiny_tokenizer(" the cat is a cat is a", add_special_tokens=False)["input_ids"]
-    width = len(prompt)
-    criteria = StopOnSequences(tiny_tokenizer, ["Question:", "<eos>"], width)
-    for n in range(1, min(len(generated), len(other)) + 1):
-        rows = torch.tensor([prompt + generated[:n], prompt + other[:n]])
-        done = criteria(rows, None).tolist()
-        text = tiny_tokenizer.decode(generated[:n])
-        assert done == ["Question:" in text, False]  # the prompt's own "Question:" never counts
