@@ -160,6 +160,41 @@ def lm_eval_subset(model, tokenizer, test, dev, subjects, folder: Path, batch_si
     return {"seconds": seconds, "predictions": predictions}
 
 
+def profile_attention(model, questions: pd.DataFrame, ours) -> dict:
+    """Where the GPU time goes on three subjects, per attention implementation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    subset = questions[questions["subject"].isin(["college_physics", "virology", "prehistory"])]
+    result, letters = {}, {}
+    for attn in ("eager", "flex_attention"):
+        try:
+            model.set_attn_implementation(attn)
+            ours(subset, f"{attn} warm-up")  # flex compiles its kernels on first use
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                scores, seconds = ours(subset, attn)
+        except Exception as error:  # a first look: record what failed and go on
+            result[attn] = {"error": repr(error)[:500]}
+            continue
+        events = sorted(
+            prof.key_averages(), key=lambda e: -getattr(e, "self_device_time_total", 0)
+        )
+        total = sum(getattr(e, "self_device_time_total", 0) for e in events) or 1
+        letters[attn] = scores["pred"].tolist()
+        result[attn] = {
+            "seconds": seconds,
+            "questions": len(scores),
+            "top_kernels": [
+                [e.key[:80], round(100 * getattr(e, "self_device_time_total", 0) / total, 1)]
+                for e in events[:12]
+            ],
+        }
+        print(attn, json.dumps(result[attn], indent=1), flush=True)
+    if len(letters) == 2:
+        same = sum(a == b for a, b in zip(letters["eager"], letters["flex_attention"], strict=True))
+        result["same_predictions"] = f"{same}/{len(letters['eager'])}"
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", required=True, help="folder of a Gemma tokenizer")
@@ -170,6 +205,12 @@ def main() -> None:
     # (16 x ~1k tokens x 256k-vocabulary float32 logits, twice, is about 32 GB).
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
     parser.add_argument("--skip-lm-eval", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="first: the CUDA kernels' share of time on 3 subjects, eager against flex attention "
+        "(Gemma-2's softcap as flex's score modifier), and whether their letters agree",
+    )
     args = parser.parse_args()
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -198,6 +239,10 @@ def main() -> None:
         return scores, time.perf_counter() - started
 
     ours(questions[questions["subject"].isin(["anatomy", "astronomy"])], "warm-up")
+    if args.profile and device == "cuda":
+        report["profile"] = profile_attention(model, questions, ours)
+        print(json.dumps(report["profile"], indent=1), flush=True)
+        model.set_attn_implementation("eager")
     scores, seconds = ours(questions, "full")
     report["ours_full"] = {
         "seconds": seconds,
