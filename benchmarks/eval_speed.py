@@ -131,6 +131,17 @@ def gemma2_2b(device: str) -> Gemma2ForCausalLM:
     return model.eval()
 
 
+def timed(device: str, work):
+    """``work()``'s result and its wall seconds, the device synchronized on both sides."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    result = work()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - started
+
+
 def prompt_tokens(tokenizer, docs) -> int:
     """Tokens of every question's full prompt (what an evaluator without sharing processes)."""
     contexts = [doc.requests[0].context for doc in docs]
@@ -175,9 +186,7 @@ def profile_attention(model, questions: pd.DataFrame, ours) -> dict:
         except Exception as error:  # a first look: record what failed and go on
             result[attn] = {"error": repr(error)[:500]}
             continue
-        events = sorted(
-            prof.key_averages(), key=lambda e: -getattr(e, "self_device_time_total", 0)
-        )
+        events = sorted(prof.key_averages(), key=lambda e: -getattr(e, "self_device_time_total", 0))
         total = sum(getattr(e, "self_device_time_total", 0) for e in events) or 1
         letters[attn] = scores["pred"].tolist()
         result[attn] = {
@@ -227,16 +236,19 @@ def main() -> None:
     report["prompt_tokens"] = prompt_tokens(tokenizer, docs)
 
     def ours(frame: pd.DataFrame, label: str) -> tuple[pd.DataFrame, float]:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        scores = score_benchmark(
-            model, tokenizer, frame, "mmlu", 5, "plain",
-            max_batch_tokens=args.max_batch_tokens, label=label,
-        )  # fmt: skip
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return scores, time.perf_counter() - started
+        return timed(
+            device,
+            lambda: score_benchmark(
+                model,
+                tokenizer,
+                frame,
+                "mmlu",
+                5,
+                "plain",
+                max_batch_tokens=args.max_batch_tokens,
+                label=label,
+            ),
+        )
 
     ours(questions[questions["subject"].isin(["anatomy", "astronomy"])], "warm-up")
     if args.profile and device == "cuda":

@@ -21,7 +21,6 @@ import argparse
 import functools
 import json
 import random
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -93,7 +92,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
 
-    from eval_speed import gemma2_2b  # the same random Gemma-2-2B
+    from eval_speed import gemma2_2b, timed  # the same random Gemma-2-2B and timing
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -108,16 +107,19 @@ def main() -> None:
     plain_generate = model.generate
 
     def run(label: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        scores = score_benchmark(
-            model, tokenizer, frame, "gsm8k", 5, "plain",
-            generation_batch_size=args.batch_size, label=label,
-        )  # fmt: skip
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return scores, time.perf_counter() - started
+        return timed(
+            device,
+            lambda: score_benchmark(
+                model,
+                tokenizer,
+                frame,
+                "gsm8k",
+                5,
+                "plain",
+                generation_batch_size=args.batch_size,
+                label=label,
+            ),
+        )
 
     fewshot = questions[questions["split"] == "fewshot"]
     warm_up = pd.concat([questions[questions["split"] == "test"].head(8), fewshot])

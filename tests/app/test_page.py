@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from gemma_pipeline.inference.server import free_port, stop
+from gemma_pipeline.inference.server import free_port, stop, wait_for_http
 
 CHROMIUM = "/usr/bin/chromium"
 #: Screenshots a person looks at; CI keeps the folder.
@@ -39,16 +37,10 @@ def demo_url(tiny_run, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the demo did not start in 180 s"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        try:
+            wait_for_http(process, url, timeout_s=180)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}\n{log.read_text()[-3000:]}") from error
         yield url
     finally:
         stop(process)

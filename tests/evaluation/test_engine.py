@@ -145,4 +145,3 @@ def test_head_projection_in_chunks_gives_the_same_scores(tiny_model, tiny_tokeni
     chunked = loglikelihood(tiny_model, tiny_tokenizer, requests)
     assert [r.logprob for r in chunked] == pytest.approx([r.logprob for r in whole], abs=1e-5)
     assert [r.is_greedy for r in chunked] == [r.is_greedy for r in whole]
-

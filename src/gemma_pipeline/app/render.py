@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from html import escape
-from typing import Any
 
 import pandas as pd
 
@@ -125,8 +124,3 @@ def heldout_html(answer: HeldOutAnswer) -> str:
         f"the report's held-out <code>letter_acc</code>. In the run, evaluate chose: {stored}"
         f"{' (the same)' if same else ' (not the same)'}.</p></div>"
     )
-
-
-def plain_question(question: dict[str, Any]) -> str:
-    options = "\n".join(f"{letter(i)}. {c}" for i, c in enumerate(question["choices"]))
-    return f"{question['question']}\n{options}"

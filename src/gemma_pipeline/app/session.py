@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from gemma_pipeline.config import DemoParams
-from gemma_pipeline.evaluation.heldout import score_options
 from gemma_pipeline.inference.chat_models import TransformersChatModel, check_fits
 from gemma_pipeline.inference.decoding import Decoding
 from gemma_pipeline.inference.errors import UserInputError
@@ -29,7 +28,6 @@ MODELS = ("base", "finetuned")
 @dataclass(frozen=True)
 class ModelVerdict:
     probabilities: list[float]  # p(letter), over the offered letters: sums to 1
-    per_byte: list[float]  # log p(option text) per byte
     choice: int  # the most likely letter
     correct: bool
     stored_choice: str | None  # what `evaluate` chose for this question in the run
@@ -135,20 +133,11 @@ class SideBySide:
         """Each option's probability for both models, scored as `evaluate` scores it."""
         verdicts = {}
         for name, model in self.models().items():
-            prompt = model.chat.prompt(question)
-            check_fits(len(model.encode(prompt)), 1, model.context_length)
-            scores = score_options(
-                model.model,
-                model.tokenizer,
-                prompt,
-                question["choices"],
-                max_batch_tokens=self.max_batch_tokens,
-            )
+            scores = model.score_question(question, max_batch_tokens=self.max_batch_tokens)
             probabilities = scores.letter_probabilities
             choice = max(range(len(probabilities)), key=probabilities.__getitem__)
             verdicts[name] = ModelVerdict(
                 probabilities=probabilities,
-                per_byte=scores.per_byte,
                 choice=choice,
                 correct=choice == question["answer"],
                 stored_choice=stored_choice(self.results, question["row_id"], name),

@@ -126,24 +126,8 @@ def _answer_file(
 
 
 def _print_option_scores(model: Any, question: dict[str, Any], project: Project) -> None:
-    from gemma_pipeline.evaluation.heldout import score_options
-    from gemma_pipeline.inference.chat_models import TransformersChatModel
-
-    if not isinstance(model, TransformersChatModel):
-        raise UserInputError("options are scored on transformers models only")
-    prompt = model.chat.prompt(question)
-    check_ids = model.encode(prompt)
-    if len(check_ids) + 1 > model.context_length:
-        raise UserInputError(
-            f"The question is {len(check_ids)} tokens, more than the model's context of "
-            f"{model.context_length}"
-        )
-    scores = score_options(
-        model.model,
-        model.tokenizer,
-        prompt,
-        question["choices"],
-        max_batch_tokens=project.params("evaluate").max_batch_tokens,
+    scores = model.score_question(
+        question, max_batch_tokens=project.params("evaluate").max_batch_tokens
     )
     probabilities = scores.letter_probabilities
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
@@ -235,12 +219,13 @@ def rag(args: argparse.Namespace) -> None:
 
 def _served_model(base_url: str) -> str:
     """The first model the server lists: what ``model`` a request must name."""
-    import json
     import urllib.request
+
+    from gemma_pipeline.inference.server import model_ids
 
     try:
         with urllib.request.urlopen(f"{base_url.rstrip('/')}/models", timeout=10) as response:
-            return json.load(response)["data"][0]["id"]
+            return model_ids(response.read())[0]
     except (OSError, ValueError, KeyError, IndexError) as error:
         raise UserInputError(
             f"--base-url {base_url}: no model listed at /models ({error})"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,6 +143,21 @@ class TransformersChatModel:
 
     def render(self, user_message: str, turns: Turns = ()) -> str:
         return self.chat.render(turns, user_message)
+
+    def score_question(self, question: Mapping[str, Any], *, max_batch_tokens: int) -> Any:
+        """A multiple-choice question's ``OptionScores``: its training-format prompt, scored by
+        the evaluation engine as `evaluate` scores held-out questions."""
+        from gemma_pipeline.evaluation.heldout import score_options
+
+        prompt = self.chat.prompt(question)
+        check_fits(len(self.encode(prompt)), 1, self.context_length)
+        return score_options(
+            self.model,
+            self.tokenizer,
+            prompt,
+            question["choices"],
+            max_batch_tokens=max_batch_tokens,
+        )
 
     def encode(self, text: str) -> list[int]:
         return encode_prompts(self.tokenizer, [text])[0]

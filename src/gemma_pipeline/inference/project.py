@@ -96,7 +96,7 @@ class Project:
             return AbstractDataset.from_config(name, entry, load_version=version).load()
         except DatasetError as error:
             versions = self.versions(name)
-            where = self._entry(name)["filepath"]
+            where = self.filepath(name)
             if version and version not in versions:
                 shown = ", ".join(versions[-5:]) or "none"
                 raise UserInputError(

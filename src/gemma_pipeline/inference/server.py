@@ -112,22 +112,32 @@ def free_port(host: str = DEFAULT_HOST) -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_ready(
-    process: subprocess.Popen, base_url: str, *, timeout_s: float = 120.0
-) -> list[str]:
-    """Poll ``GET /v1/models`` until the server answers; its model ids. Raises if the process
-    exits first or the server does not answer within ``timeout_s``."""
+def wait_for_http(process: subprocess.Popen, url: str, *, timeout_s: float = 120.0) -> bytes:
+    """Poll ``GET url`` until it answers; its body. Raises if ``process`` (the server) exits
+    first or nothing answers within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             error = process.stderr.read().decode(errors="replace") if process.stderr else ""
             raise RuntimeError(f"the server exited ({process.returncode}): {error[-2000:]}")
         try:
-            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                return [model["id"] for model in json.load(response)["data"]]
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.25)
-    raise RuntimeError(f"the server at {base_url} did not answer within {timeout_s:.0f} s")
+    raise RuntimeError(f"nothing answered at {url} within {timeout_s:.0f} s")
+
+
+def model_ids(models_response: bytes) -> list[str]:
+    """The model ids of an OpenAI-compatible ``GET /v1/models`` answer."""
+    return [model["id"] for model in json.loads(models_response)["data"]]
+
+
+def wait_until_ready(
+    process: subprocess.Popen, base_url: str, *, timeout_s: float = 120.0
+) -> list[str]:
+    """Wait until the server at ``base_url`` (``.../v1``) lists its models; their ids."""
+    return model_ids(wait_for_http(process, f"{base_url}/models", timeout_s=timeout_s))
 
 
 def stop(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
