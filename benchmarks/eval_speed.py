@@ -117,10 +117,13 @@ def benchmark_questions(test: pd.DataFrame, dev: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def gemma2_2b(device: str) -> Gemma2ForCausalLM:
+def gemma2_2b(device: str, tiny: bool = False) -> Gemma2ForCausalLM:
+    """Gemma-2-2B's architecture, random weights; ``tiny``: 2 narrow layers (CPU smoke tests)."""
+    shapes = dict(hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, head_dim=256)
+    if tiny:
+        shapes = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, head_dim=16)
     config = Gemma2Config(
-        vocab_size=256000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-        num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+        vocab_size=256000, **shapes, num_attention_heads=8, num_key_value_heads=4,
         attn_logit_softcapping=50.0, final_logit_softcapping=30.0, sliding_window=4096,
         max_position_embeddings=8192, query_pre_attn_scalar=256,
         attn_implementation="eager", bos_token_id=2, eos_token_id=1, pad_token_id=0,
@@ -215,6 +218,13 @@ def main() -> None:
     parser.add_argument("--lm-eval-batch-size", type=int, default=16)
     parser.add_argument("--skip-lm-eval", action="store_true")
     parser.add_argument(
+        "--float32-subjects",
+        type=int,
+        default=0,
+        help="last: on this many subjects, in float32, the letters with the shared few-shot block "
+        "against every question computed whole (the engine before prefix sharing)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="first: the CUDA kernels' share of time on 3 subjects, eager against flex attention "
@@ -292,8 +302,35 @@ def main() -> None:
         import lm_eval
 
         report["versions"]["lm_eval"] = lm_eval.__version__
+    if args.float32_subjects:
+        report["float32_check"] = same_letters_unshared(
+            model.float(), questions, sorted(TEST_SIZES)[: args.float32_subjects], ours
+        )
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
+
+
+def same_letters_unshared(model, questions: pd.DataFrame, subjects: list[str], ours) -> dict:
+    """Predicted letters with the shared block against every request computed whole."""
+    import dataclasses
+
+    from gemma_pipeline.evaluation import benchmarks
+
+    subset = questions[questions["subject"].isin(subjects)]
+    shared, _ = ours(subset, "float32 shared")
+    engine_loglikelihood = benchmarks.loglikelihood
+
+    def unshared(model, tokenizer, requests, **kwargs):
+        whole = [dataclasses.replace(r, shared_prefix="") for r in requests]
+        return engine_loglikelihood(model, tokenizer, whole, **kwargs)
+
+    benchmarks.loglikelihood = unshared
+    try:
+        whole, _ = ours(subset, "float32 whole")
+    finally:
+        benchmarks.loglikelihood = engine_loglikelihood
+    same = int((shared["pred"].to_numpy() == whole["pred"].to_numpy()).sum())
+    return {"subjects": subjects, "questions": len(shared), "same_letters": same}
 
 
 if __name__ == "__main__":

@@ -145,3 +145,36 @@ def test_head_projection_in_chunks_gives_the_same_scores(tiny_model, tiny_tokeni
     chunked = loglikelihood(tiny_model, tiny_tokenizer, requests)
     assert [r.logprob for r in chunked] == pytest.approx([r.logprob for r in whole], abs=1e-5)
     assert [r.is_greedy for r in chunked] == [r.is_greedy for r in whole]
+
+
+def test_generation_after_a_shared_block_equals_one_at_a_time_greedy(
+    tiny_model, tiny_tokenizer, monkeypatch
+):
+    from gemma_pipeline.evaluation import engine
+
+    # The block (about 60 tokens) is longer than the tiny model's sliding window (32), and
+    # stop checks every 2 steps drop rows from the batch while others go on.
+    monkeypatch.setattr(engine, "STOP_CHECK_EVERY", 2)
+    shared = "Question: the cat is a cat.\nAnswer: the cat\n\n" * 5
+    contexts = [shared + q for q in ("Question: what is it?\nAnswer:", "Question: x\nAnswer:", "y")]
+    for stops in (("Question:", "is"), ("never produced",)):
+        requests = [GenerationRequest(c, stops, max_gen_toks=9) for c in contexts]
+        outputs = generate_until(tiny_model, tiny_tokenizer, requests, batch_size=2)
+        expected = [_greedy_one(tiny_model, tiny_tokenizer, c, 9, stops) for c in contexts]
+        assert outputs == expected
+    assert engine._shared_length([tiny_tokenizer(c)["input_ids"] for c in contexts]) > 32
+
+
+def test_greedy_decode_drops_stopped_rows_and_keeps_the_others_exact(tiny_model, tiny_tokenizer):
+    from gemma_pipeline.evaluation.engine import greedy_decode
+
+    rows = [tiny_tokenizer(t)["input_ids"] for t in ("the cat is", "Question: a b c d e\nAnswer:")]
+    alone = [greedy_decode(tiny_model, [row], None, 8, lambda _: False) for row in rows]
+
+    # The first row stops at the first check (after 2 steps); the second runs all 8 steps.
+    def stopped(tokens):
+        return tokens == alone[0][0][:2]
+
+    together = greedy_decode(tiny_model, rows, None, 8, stopped, check_every=2)
+    assert together == [alone[0][0][:2], alone[1][0]]
+    assert len(together[1]) == 8

@@ -6,30 +6,40 @@ decoding and stop handling), only faster:
 
 - requests are length-sorted and batched by a token budget, not a fixed count;
 - a context's tokens that many requests share (a task's few-shot block) run through the model
-  once, and their KV cache is reused by every batch that starts with them;
+  once, and every row of every batch that starts with them attends to that one KV cache, never
+  to a copy of it (``modeling/shared_prefix.py``);
 - requests with the same input tokens share a row (MMLU's four one-token answers are read off
   one position), and logits are projected only at the positions that are scored;
 - the same engine scores the held-out diagnostics (``evaluation/heldout.py``): their requests
   keep the chat prompt intact (``LoglikelihoodRequest.intact_context``);
-- generation is batched greedy decoding with a KV cache (``model.generate``) that stops every
-  row at lm-eval's stop sequences.
+- generation is batched greedy decoding over the same shared prefix (GSM8K's 5-shot block once
+  per task, not once per row), each row cut at lm-eval's stop sequences; rows that have stopped
+  leave the batch.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
-from gemma_pipeline.modeling.heads import project_to_logits, run_backbone
+from gemma_pipeline.modeling.heads import next_token_logits, project_to_logits, run_backbone
+from gemma_pipeline.modeling.shared_prefix import (
+    NO_MASKS,
+    NO_POSITION,
+    PrefixAttention,
+    SharedPrefix,
+    shared_prefix_attention,
+)
 from gemma_pipeline.prompting import encode_continuation, encode_prompts
 
 #: Positions projected through the LM head at once (x vocabulary x 4 bytes of float32 logits).
 HEAD_CHUNK = 256
+#: Generation steps between stop checks (a device sync and a decode of every row's new text).
+STOP_CHECK_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -120,7 +130,7 @@ def _batches(
 ) -> list[list[_Row]]:
     """Longest first; each batch's rows x (shared prefix + padded length) within the budget.
 
-    The prefix counts because each row gets its own copy of the prefix's KV cache.
+    The prefix counts because every row's queries score every prefix position.
     """
     rows = sorted(rows, key=lambda row: -len(row.tokens))
     batches: list[list[_Row]] = []
@@ -178,13 +188,9 @@ def loglikelihood(
     n_rows = sum(len(rows) for rows in groups.values())
     progress = tqdm(total=n_rows, desc=desc, unit="row")
     for prefix, rows in groups.items():
-        prefix_cache = None
-        if prefix:
-            prefix_cache = run_backbone(
-                model, input_ids=torch.tensor([prefix], device=device), use_cache=True
-            ).past_key_values
+        shared = run_prefix(model, prefix, device) if prefix else None
         for batch in _batches(list(rows.values()), max_batch_tokens, max_batch_size, len(prefix)):
-            _score_batch(model, batch, prefix, prefix_cache, pad, device, logprobs, greedy)
+            _score_batch(model, batch, shared, pad, device, logprobs, greedy)
             progress.update(len(batch))
     progress.close()
     return [
@@ -193,11 +199,27 @@ def loglikelihood(
     ]
 
 
+def run_prefix(model: torch.nn.Module, prefix: Sequence[int], device: torch.device) -> SharedPrefix:
+    """The KV cache of ``prefix`` (positions 0..P-1), for ``PrefixAttention``."""
+    positions = torch.arange(len(prefix), device=device)[None]
+    cache = DynamicCache()  # no sliding layers: every prefix position is kept
+    with shared_prefix_attention(model):
+        run_backbone(
+            model,
+            input_ids=torch.tensor([list(prefix)], device=device),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            attention_mask=NO_MASKS,
+            prefix_attention=PrefixAttention(positions, positions),
+        )
+    return SharedPrefix.from_cache(cache)
+
+
 def _score_batch(
     model: torch.nn.Module,
     batch: list[_Row],
-    prefix: tuple[int, ...],
-    prefix_cache,
+    prefix: SharedPrefix | None,
     pad: int,
     device: torch.device,
     logprobs: list[float],
@@ -209,18 +231,23 @@ def _score_batch(
     for b, row in enumerate(batch):
         input_ids[b, : len(row.tokens)] = torch.tensor(row.tokens)
         mask[b, : len(row.tokens)] = 1
-    inputs = {
-        "input_ids": input_ids.to(device),
-        "position_ids": (len(prefix) + torch.arange(width, device=device)).expand(len(batch), -1),
-    }
-    if prefix_cache is not None:
-        cache = copy.deepcopy(prefix_cache)
-        cache.batch_repeat_interleave(len(batch))
-        mask = torch.cat([torch.ones((len(batch), len(prefix)), dtype=torch.long), mask], dim=1)
-        inputs.update(past_key_values=cache, use_cache=True)
+    input_ids = input_ids.to(device)
+    if prefix is None:
+        hidden = run_backbone(
+            model, input_ids=input_ids, attention_mask=mask.to(device), use_cache=False
+        ).last_hidden_state
     else:
-        inputs["use_cache"] = False
-    hidden = run_backbone(model, attention_mask=mask.to(device), **inputs).last_hidden_state
+        positions = (prefix.length + torch.arange(width, device=device)).expand(len(batch), -1)
+        keys = positions.masked_fill(mask.to(device) == 0, NO_POSITION)
+        with shared_prefix_attention(model):
+            hidden = run_backbone(
+                model,
+                input_ids=input_ids,
+                position_ids=positions,
+                use_cache=False,
+                attention_mask=NO_MASKS,
+                prefix_attention=PrefixAttention(positions, keys, prefix),
+            ).last_hidden_state
 
     # Every (row, position) whose next-token distribution is read, each projected once; and
     # every (position, target token) pair a request needs.
@@ -274,8 +301,10 @@ def generate_until(
 ) -> list[str]:
     """Greedy continuation of every context, cut at its stop sequences (lm-eval's rules).
 
-    Rows are left-padded and grouped by length; each row stops growing once it has produced a
-    stop sequence or the end-of-sequence token, and the batch ends when every row has.
+    The tokens every context of a group starts with (a few-shot block) run once; rows hold
+    only what follows, left-padded and grouped by length. A row leaves its batch once it has
+    produced a stop sequence or the end-of-sequence token (checked every ``STOP_CHECK_EVERY``
+    steps; text past a stop is cut, as lm-eval cuts it), and the batch ends when every row has.
     """
     if not requests:
         return []
@@ -287,31 +316,102 @@ def generate_until(
     outputs: list[str] = [""] * len(requests)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     groups: dict[tuple[tuple[str, ...], int], list[int]] = {}
-    for i in order:  # one generate call per (stop sequences, budget), as lm-eval groups them
+    for i in order:  # one batch series per (stop sequences, budget), as lm-eval groups them
         groups.setdefault((requests[i].until, requests[i].max_gen_toks), []).append(i)
     progress = tqdm(total=len(requests), desc=desc, unit="request")
     for (until, max_gen_toks), members in groups.items():
         stops = [s for s in (*until, eos_text) if s]
+
+        def text_of(tokens: list[int], stops: list[str] = stops) -> tuple[str, bool]:
+            ended = eos is not None and eos in tokens
+            if ended:
+                tokens = tokens[: tokens.index(eos)]
+            text = tokenizer.decode(tokens, skip_special_tokens=True)
+            return cut_at_stop_sequences(text, stops), ended or any(s in text for s in stops)
+
+        shared = _shared_length([contexts[i] for i in members])
+        prefix = run_prefix(model, contexts[members[0]][:shared], device) if shared else None
         for start in range(0, len(members), batch_size):
             batch = members[start : start + batch_size]
-            width = max(len(contexts[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, i in enumerate(batch):
-                input_ids[b, width - len(contexts[i]) :] = torch.tensor(contexts[i])
-                mask[b, width - len(contexts[i]) :] = 1
-            generated = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_gen_toks,
-                do_sample=False,
-                stop_strings=stops,
-                tokenizer=tokenizer,
-                pad_token_id=pad,
+            generated = greedy_decode(
+                model,
+                [contexts[i][shared:] for i in batch],
+                prefix,
+                max_gen_toks,
+                lambda tokens: text_of(tokens)[1],
+                pad=pad,
             )
-            for b, i in enumerate(batch):
-                text = tokenizer.decode(generated[b, width:], skip_special_tokens=True)
-                outputs[i] = cut_at_stop_sequences(text, stops)
+            for i, tokens in zip(batch, generated, strict=True):
+                outputs[i] = text_of(tokens)[0]
             progress.update(len(batch))
     progress.close()
     return outputs
+
+
+def _shared_length(contexts: Sequence[Sequence[int]]) -> int:
+    """Leading tokens all contexts share, keeping at least one token of each in its row."""
+    shared = min(len(c) for c in contexts) - 1
+    for context in contexts[1:]:
+        shared = min(shared, _common_prefix_length(contexts[0], context))
+    return max(shared, 0)
+
+
+def greedy_decode(
+    model: torch.nn.Module,
+    rows: Sequence[Sequence[int]],
+    prefix: SharedPrefix | None,
+    max_new_tokens: int,
+    stopped: Callable[[list[int]], bool],
+    *,
+    pad: int = 0,
+    check_every: int = STOP_CHECK_EVERY,
+) -> list[list[int]]:
+    """Greedy new tokens of each row (its tokens after ``prefix``), as ``model.generate`` picks.
+
+    Every ``check_every`` steps the rows whose tokens so far are ``stopped`` leave the batch
+    (their KV cache rows too); the others go on to ``max_new_tokens``.
+    """
+    device = next(model.parameters()).device
+    offset = prefix.length if prefix is not None else 0
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    keys = torch.full((len(rows), width), NO_POSITION, dtype=torch.long)
+    for b, row in enumerate(rows):
+        input_ids[b, width - len(row) :] = torch.tensor(row)
+        keys[b, width - len(row) :] = offset + torch.arange(len(row))
+    input_ids, keys = input_ids.to(device), keys.to(device)
+    queries = keys.clamp(min=0)  # a pad's query reads garbage that nothing uses
+    cache = DynamicCache()
+    generated: list[list[int]] = [[] for _ in rows]
+    active = list(range(len(rows)))
+    pending: list[torch.Tensor] = []
+    with shared_prefix_attention(model):
+        for step in range(max_new_tokens):
+            hidden = run_backbone(
+                model,
+                input_ids=input_ids,
+                position_ids=queries,
+                past_key_values=cache,
+                use_cache=True,
+                attention_mask=NO_MASKS,
+                prefix_attention=PrefixAttention(queries, keys, prefix),
+            ).last_hidden_state
+            input_ids = next_token_logits(model, hidden[:, -1]).argmax(-1, keepdim=True)
+            pending.append(input_ids)
+            last = step + 1 == max_new_tokens
+            if last or (step + 1) % check_every == 0:
+                new = torch.cat(pending, dim=1).tolist()
+                pending = []
+                for row, tokens in zip(active, new, strict=True):
+                    generated[row].extend(tokens)
+                going = [k for k, row in enumerate(active) if not stopped(generated[row])]
+                if last or not going:
+                    break
+                if len(going) < len(active):
+                    index = torch.tensor(going, device=device)
+                    cache.batch_select_indices(index)
+                    input_ids, keys = input_ids[index], keys[index]
+                    active = [active[k] for k in going]
+            queries = keys.amax(-1, keepdim=True) + 1
+            keys = torch.cat([keys, queries], dim=1)
+    return generated

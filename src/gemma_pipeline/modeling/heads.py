@@ -33,6 +33,20 @@ def project_to_logits(model: PreTrainedModel | PeftModel, hidden: torch.Tensor) 
     return logits
 
 
+def next_token_logits(model: PreTrainedModel | PeftModel, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits exactly as the model's own forward computes them (softcap in the model's dtype).
+
+    Greedy generation compares them by argmax; computing them as ``model.generate`` does keeps
+    the same token wherever the top two are within the dtype's rounding of each other.
+    """
+    causal_lm = unwrap_causal_lm(model)
+    logits = causal_lm.get_output_embeddings()(hidden)
+    softcap = getattr(causal_lm.config.get_text_config(), "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
 def run_backbone(model: PreTrainedModel | PeftModel, **inputs: Any) -> Any:
     """The decoder's output (``last_hidden_state``, ``past_key_values``), no LM head."""
     return backbone_of(model)(**inputs)

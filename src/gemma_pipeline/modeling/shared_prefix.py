@@ -1,0 +1,167 @@
+"""Attention to one shared prefix's keys and values, without a copy of them in every row.
+
+Few-shot evaluation asks many questions after the same 5-shot block. Running the block once
+and then giving every row its own copy of the block's KV cache (``batch_repeat_interleave``)
+spends memory and copy kernels on identical data: 18% of MMLU's device time on the H200
+(docs/benchmarks.md), and the copies bound how many rows fit in a batch. Here every row
+attends to one ``[1, kv_heads, P, head_dim]`` prefix plus its own cache of row tokens. The
+prefix scores of all rows' queries are one matrix product per KV head.
+
+The maths is transformers' eager attention: scores in the model's dtype, scaled, soft-capped
+(Gemma-2), masked (causal, padding and sliding window, by absolute position), a float32
+softmax over prefix and row together (taken in two parts with one maximum and one sum), and
+the probabilities cast back before they weight the values.
+
+Use: ``with shared_prefix_attention(model):`` and pass ``prefix_attention=PrefixAttention(...)``
+to every forward inside it (``run_backbone`` forwards keyword arguments to the attention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import AttentionInterface, PreTrainedModel
+
+from .heads import unwrap_causal_lm
+
+ATTENTION_NAME = "shared_prefix"
+#: Positions of keys that hold no token (padding).
+NO_POSITION = -1
+#: The layers' ``attention_mask`` argument: masks come from ``PrefixAttention`` positions instead.
+NO_MASKS = {"full_attention": None, "sliding_attention": None}
+
+
+@dataclass(frozen=True)
+class SharedPrefix:
+    """Keys and values of one prefix at every layer: ``[1, kv_heads, P, head_dim]`` each."""
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+    @classmethod
+    def from_cache(cls, cache: Any) -> SharedPrefix:
+        """From a ``DynamicCache`` of a one-row forward over the prefix (no sliding layers)."""
+        return cls(
+            tuple(layer.keys for layer in cache.layers),
+            tuple(layer.values for layer in cache.layers),
+        )
+
+
+@dataclass
+class PrefixAttention:
+    """One forward's positions: which keys each query may see.
+
+    ``query_positions`` ``[B, Q]`` and ``key_positions`` ``[B, S]`` are absolute positions (the
+    prefix holds 0..P-1); ``key_positions`` covers the row cache after this forward's keys are
+    added, with ``NO_POSITION`` for padding.
+    """
+
+    query_positions: torch.Tensor
+    key_positions: torch.Tensor
+    prefix: SharedPrefix | None = None
+    _masks: dict[int | None, tuple[torch.Tensor, torch.Tensor | None]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def masks(self, window: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(row mask ``[B, 1, 1, Q, S]``, prefix mask ``[B, 1, 1, Q, P]`` or None): True = seen."""
+        if window not in self._masks:
+            queries = self.query_positions[:, :, None]
+            keys = self.key_positions[:, None, :]
+            row = (keys != NO_POSITION) & (keys <= queries)
+            prefix = None
+            if window is not None:
+                row &= queries - keys < window
+                if self.prefix is not None:
+                    starts = torch.arange(self.prefix.length, device=queries.device)
+                    prefix = (queries - starts < window)[:, None, None]
+            self._masks[window] = (row[:, None, None], prefix)
+        return self._masks[window]
+
+
+def attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    softcap: float | None = None,
+    sliding_window: int | None = None,
+    prefix_attention: PrefixAttention | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """An ``AttentionInterface`` function: ``query [B, H, Q, d]``, ``key/value [B, Hkv, S, d]``."""
+    if prefix_attention is None:
+        raise ValueError(
+            f"attention {ATTENTION_NAME!r} needs prefix_attention=PrefixAttention(...) passed "
+            "to the forward"
+        )
+    batch, heads, queries, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scaling = dim**-0.5 if scaling is None else scaling
+    # Query heads h = k * group + i all read KV head k: [B, Hkv, group * Q, d], no repeated KV.
+    grouped = query.reshape(batch, kv_heads, group * queries, dim)
+    row_mask, prefix_mask = prefix_attention.masks(sliding_window)
+
+    def scores(raw: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        raw = raw * scaling
+        if softcap is not None:
+            raw = torch.tanh(raw / softcap) * softcap
+        raw = raw.float().view(batch, kv_heads, group, queries, -1)
+        if mask is not None:
+            raw = raw.masked_fill(~mask, torch.finfo(torch.float32).min)
+        return raw
+
+    row = scores(grouped @ key.transpose(-1, -2), row_mask)
+    prefix = prefix_attention.prefix
+    if prefix is not None and prefix.length:
+        prefix_keys = prefix.keys[module.layer_idx][0]  # [Hkv, P, d]
+        by_head = grouped.transpose(0, 1).reshape(kv_heads, batch * group * queries, dim)
+        head_major = (by_head @ prefix_keys.transpose(-1, -2)).view(
+            kv_heads, batch, group * queries, -1
+        )
+        shared = scores(head_major.transpose(0, 1), prefix_mask)
+        top = torch.maximum(row.amax(-1, keepdim=True), shared.amax(-1, keepdim=True))
+        row, shared = (row - top).exp(), (shared - top).exp()
+        total = row.sum(-1, keepdim=True) + shared.sum(-1, keepdim=True)
+        shared_weights = (shared / total).to(query.dtype).view(batch, kv_heads, group * queries, -1)
+        prefix_values = prefix.values[module.layer_idx][0]  # [Hkv, P, d]
+        from_prefix = (
+            shared_weights.transpose(0, 1).reshape(kv_heads, batch * group * queries, -1)
+            @ prefix_values
+        ).view(kv_heads, batch, group * queries, dim)
+        row_weights = (row / total).to(query.dtype).view(batch, kv_heads, group * queries, -1)
+        output = from_prefix.transpose(0, 1).float() + (row_weights @ value).float()
+        output = output.to(query.dtype)
+    else:
+        weights = torch.softmax(row, dim=-1).to(query.dtype)
+        output = weights.view(batch, kv_heads, group * queries, -1) @ value
+    # [B, Q, H, d], as eager attention returns it.
+    return output.reshape(batch, heads, queries, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION_NAME, attention)
+
+
+@contextmanager
+def shared_prefix_attention(model: PreTrainedModel | PeftModel) -> Iterator[None]:
+    """Route the model's attention through ``attention`` for the duration of the block."""
+    config = unwrap_causal_lm(model).config
+    previous = config._attn_implementation
+    config._attn_implementation = ATTENTION_NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
