@@ -1,6 +1,8 @@
 """The throughput benchmark's own code path, on a tiny model and short rows (CPU-sized)."""
 
 import importlib.util
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,181 @@ def test_both_recipes_train_through_the_project_trainer(bench, tmp_path, monkeyp
     assert packed["setup"]["micro_batch"] == 32
     # Same data, same initial weights, same maths: the first step's loss agrees.
     assert packed["losses"][0] == pytest.approx(padded["losses"][0], rel=1e-3)
+
+    # A variant: the packed recipe with overrides, in micro-batches, without checkpointing.
+    overrides = {
+        "optim": "adamw_torch",
+        "gradient_checkpointing": False,
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 4,
+    }
+    variant = bench.run_recipe("packed", tmp_path, 1, 1, seed=0, overrides=overrides)
+    assert variant["setup"]["micro_batch"] == 8
+    assert variant["setup"]["gradient_accumulation_steps"] == 4
+    assert variant["examples_per_step"] == 32
+    assert variant["real_tokens"] == padded["real_tokens"]
+    assert variant["losses"][0] == pytest.approx(padded["losses"][0], rel=1e-3)
+    # Every step is timed, the first included; the timed ones are the last `steps`.
+    for run in (padded, packed, variant):
+        assert len(run["step_seconds"]) == 2
+        assert run["timed_step_seconds"] == run["step_seconds"][1:]
+        assert run["seconds"] == pytest.approx(sum(run["timed_step_seconds"]))
+        assert run["device_samples"] == {}  # no CUDA here
+
+
+def test_gpu_samples_are_assigned_to_their_steps(bench):
+    samples = [(0.5, 90, 1980), (1.5, 40, 1500), (1.8, 60, 1700), (2.5, 99, 1980)]
+    found = bench.per_step_gpu(samples, starts=[0.0, 1.0, 3.0], ends=[1.0, 2.0, 4.0])
+    assert found["busy_pct"] == [90, 50, None]
+    assert found["sm_clock_mhz"] == [1980, 1600, None]
+    assert found["sm_clock_min"] == [1980, 1500, None]
+    assert bench.GpuSampler.probe() is None or bench._cuda()  # no NVML without CUDA
+
+
+def test_step_trend_finds_a_growing_step_time(bench):
+    growing = bench.step_trend([4.0, 4.2, 4.4, 4.6])
+    assert growing["slope_s_per_step"] == pytest.approx(0.2)
+    assert growing["last_over_first"] == pytest.approx(1.15)
+    assert bench.step_trend([0.6, 0.6, 0.6])["slope_s_per_step"] == pytest.approx(0.0)
+    assert bench.step_trend([0.6])["slope_s_per_step"] is None
+
+
+def test_the_short_mix_has_rows_of_about_180_tokens(bench):
+    # The tiny model's vocabulary: only the ids change with it, not the lengths.
+    short = bench.length_summary(bench.sample_rows(2000, vocab_size=1024, mix="short"))
+    real = bench.length_summary(bench.sample_rows(2000, vocab_size=1024, mix="real"))
+    assert 170 <= short["median_tokens"] <= 195
+    assert short["share_at_512"] < 0.03  # hardly any row is cut
+    assert short["mean_completion_tokens"] < 12
+    assert real["median_tokens"] > 1.8 * short["median_tokens"]
+
+
+def test_variants_are_validated_overrides_of_the_training_parameters(bench):
+    variant = bench.parse_variant(
+        "nockpt-8x4:gradient_checkpointing=false, per_device_train_batch_size=8,"
+        "gradient_accumulation_steps=4"
+    )
+    assert variant == {
+        "name": "nockpt-8x4",
+        "recipe": "packed",
+        "overrides": {
+            "gradient_checkpointing": False,
+            "per_device_train_batch_size": 8,
+            "gradient_accumulation_steps": 4,
+        },
+    }
+    params = bench.check_entry(variant)
+    assert (params.per_device_train_batch_size, params.gradient_accumulation_steps) == (8, 4)
+    assert not params.gradient_checkpointing
+    assert bench.check_entry(bench.parse_variant("r16:lora.r=16")).lora.r == 16
+    for bad in (
+        "fewer:per_device_train_batch_size=8",  # 8 examples per step, not 32
+        "steps:max_steps=3",  # the benchmark's own
+        "typo:gradient_checkpoint=false",  # no such field
+        "nobody",
+    ):
+        with pytest.raises(ValueError):
+            bench.parse_variant(bad)
+
+
+def _run(name, mix, repeat, rate, steps, peak):
+    return {
+        "name": name,
+        "mix": mix,
+        "repeat": repeat,
+        "real_tokens_per_s": rate,
+        "padded_tokens_per_s": rate * 1.5,
+        "timed_step_seconds": steps,
+        "peak_allocated_gib": peak,
+        "peak_reserved_gib": peak + 1,
+        "losses": [12.0, 11.0],
+    }
+
+
+def test_summaries_are_medians_with_spread_and_ratios_of_medians(bench):
+    results = {
+        "settings": {"length_mixes": ["real"]},
+        "parameters": 1000,
+        "entries": [{"name": "padded"}, {"name": "packed"}],
+        "runs": [
+            _run("padded", "real", 0, 2000.0, [4.0, 4.5], 9.0),
+            _run("padded", "real", 1, 3000.0, [3.0, 3.1], 9.5),
+            _run("padded", "real", 2, 2500.0, [3.5, 3.6], 9.0),
+            _run("packed", "real", 0, 20000.0, [0.5, 0.6], 5.0),
+            _run("packed", "real", 1, 24000.0, [0.4, 1.2], 5.0),
+            {"name": "packed", "mix": "real", "repeat": 2, "error": "exit 1"},
+        ],
+    }
+    bench.collate(results)
+    padded, packed = results["summary"]["real"]["padded"], results["summary"]["real"]["packed"]
+    assert padded["real_tokens_per_s"] == {"median": 2500.0, "min": 2000.0, "max": 3000.0, "n": 3}
+    assert padded["timed_step_seconds"]["median"] == pytest.approx(3.55)
+    assert packed["runs"] == 3
+    assert packed["failed"] == 1  # a failed run is counted, not averaged in
+    assert packed["real_tokens_per_s"]["median"] == 22000
+    assert (packed["timed_step_seconds"]["min"], packed["timed_step_seconds"]["max"]) == (0.4, 1.2)
+    assert padded["peak_allocated_gib"] == 9.5  # the highest of the runs
+    ratio = results["speedup_real_tokens"]["real"]["packed"]
+    assert ratio["median_ratio"] == pytest.approx(22000 / 2500)
+    assert ratio["worst_ratio"] == pytest.approx(20000 / 3000)
+    assert ratio["best_ratio"] == pytest.approx(24000 / 2000)
+    assert ratio["peak_allocated_over_base"] == pytest.approx(5.0 / 9.5)
+    printed = bench.table(
+        results
+        | {
+            "device": "cpu",
+            "versions": {},
+            "lengths": {"real": {"median_tokens": 382, "mean_tokens": 344}},
+        }
+    )
+    assert "| packed | 2/3 | 22,000 [20,000-24,000] |" in printed
+    assert "8.80x (6.67-12.00)" in printed
+
+
+def test_jobs_run_repeat_major_in_lanes_with_timeouts_and_a_deadline(bench):
+    entries = [
+        {"name": "padded", "variant": False},
+        {"name": "packed", "variant": False},
+        {"name": "fused", "variant": True},
+    ]
+    jobs = bench.plan_jobs(entries, ["real", "short"], repeats=2, variant_repeats=1)
+    assert [(j["repeat"], j["mix"], j["name"]) for j in jobs[:4]] == [
+        (0, "real", "padded"),
+        (0, "real", "packed"),
+        (0, "real", "fused"),
+        (0, "short", "padded"),
+    ]
+    assert sum(j["name"] == "fused" for j in jobs) == 2  # once per mix
+    assert sum(j["name"] == "padded" for j in jobs) == 4
+
+    scripts = {
+        "ok": "import json, time; time.sleep(1.0); print('log'); print(json.dumps({'x': 1}))",
+        "fails": "import sys; sys.exit(3)",
+        "hangs": "import time; time.sleep(60)",
+    }
+    done = {}
+    started = time.monotonic()
+    bench.run_jobs(
+        [
+            {"name": n, "kind": k}
+            for n, k in zip("abcd", ("ok", "ok", "fails", "hangs"), strict=True)
+        ],
+        lambda job: [sys.executable, "-c", scripts[job["kind"]]],
+        lambda job, result: done.setdefault(job["name"], result | {"lane": job["lane"]}),
+        lanes=2,
+        timeout=4,
+    )
+    assert done["a"]["x"] == done["b"]["x"] == 1
+    assert {done["a"]["lane"], done["b"]["lane"]} == {0, 1}  # side by side
+    assert done["c"]["error"] == "exit 3"
+    assert done["d"]["error"] == "over 4 s"
+    assert time.monotonic() - started < 20
+
+    skipped = {}
+    bench.run_jobs(
+        [{"name": "late", "kind": "ok"}],
+        lambda job: [sys.executable, "-c", scripts[job["kind"]]],
+        lambda job, result: skipped.setdefault(job["name"], result),
+        deadline=time.monotonic() - 1,
+    )
+    assert skipped["late"]["error"].startswith("not run")

@@ -178,3 +178,44 @@ def test_greedy_decode_drops_stopped_rows_and_keeps_the_others_exact(tiny_model,
     together = greedy_decode(tiny_model, rows, None, 8, stopped, check_every=2)
     assert together == [alone[0][0][:2], alone[1][0]]
     assert len(together[1]) == 8
+
+
+def test_fixed_shape_decoding_equals_a_growing_cache(tiny_model, tiny_tokenizer):
+    """The CUDA-graph path's cache (fixed buffers written in place), run eagerly on the CPU."""
+    from gemma_pipeline.evaluation.engine import _shared_length, greedy_decode, run_prefix
+
+    shared = "Question: the cat is a cat.\nAnswer: the cat\n\n" * 5
+    contexts = [tiny_tokenizer(shared + q)["input_ids"] for q in ("what is it?", "x", "a b c d")]
+    length = _shared_length(contexts)
+    prefix = run_prefix(tiny_model, contexts[0][:length], torch.device("cpu"))
+    rows = [c[length:] for c in contexts]
+    for check_every in (3, 100):
+        growing = greedy_decode(tiny_model, rows, prefix, 10, lambda _: False, fixed_shapes=False)
+        fixed = greedy_decode(
+            tiny_model,
+            rows,
+            prefix,
+            10,
+            lambda _: False,
+            check_every=check_every,
+            fixed_shapes=True,
+        )
+        assert fixed == growing and all(len(tokens) == 10 for tokens in fixed)
+    # Every row done at the first check: the fixed path stops there too.
+    early = greedy_decode(
+        tiny_model, rows, prefix, 10, lambda _: True, check_every=3, fixed_shapes=True
+    )
+    assert early == [tokens[:3] for tokens in growing]
+
+
+def test_a_model_with_fused_attention_generates_whole_contexts(gemma3_dir, spm_tokenizer):
+    # Gemma 3 (the demo) attends with SDPA; generation then keeps it (model.generate).
+    model = load_causal_lm(
+        str(gemma3_dir), embedded_cache_dir="unused", dtype="float32", attn_implementation="sdpa"
+    ).eval()
+    shared = "Question: the cat is a cat.\nAnswer: the cat\n\n" * 3
+    contexts = [shared + q for q in ("Question: what is it?\nAnswer:", "y")]
+    requests = [GenerationRequest(c, ("Question:",), max_gen_toks=6) for c in contexts]
+    outputs = generate_until(model, spm_tokenizer, requests, batch_size=2)
+    expected = [_greedy_one(model, spm_tokenizer, c, 6, ("Question:",)) for c in contexts]
+    assert outputs == expected

@@ -14,6 +14,8 @@ the probabilities cast back before they weight the values.
 
 Use: ``with shared_prefix_attention(model):`` and pass ``prefix_attention=PrefixAttention(...)``
 to every forward inside it (``run_backbone`` forwards keyword arguments to the attention).
+``RowCache`` is a preallocated cache of the rows' tokens whose every shape and address stays
+fixed from step to step, so a decoding step can be replayed as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -88,6 +90,44 @@ class PrefixAttention:
         return self._masks[window]
 
 
+class RowCache:
+    """Keys and values of the rows' own tokens in fixed buffers ``[B, kv_heads, length, d]``.
+
+    A forward writes its keys at ``index`` (a device tensor of buffer positions, set before the
+    forward) and attends to the whole buffer; ``PrefixAttention.key_positions`` marks the
+    unwritten part with ``NO_POSITION``. The model only calls ``update`` (and
+    ``get_seq_length`` where no positions are given).
+    """
+
+    def __init__(self, layers: int, like: torch.Tensor, length: int) -> None:
+        batch, kv_heads, _, dim = like.shape
+        shape = (batch, kv_heads, length, dim)
+        self.keys = [like.new_zeros(shape) for _ in range(layers)]
+        self.values = [like.new_zeros(shape) for _ in range(layers)]
+        self.index = torch.zeros(0, dtype=torch.long, device=like.device)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *_, **__
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.keys[layer_idx].index_copy_(2, self.index, key_states)
+        self.values[layer_idx].index_copy_(2, self.index, value_states)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+
+def _matmul_float32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (3-d) accumulated and returned in float32, never rounded to a 16-bit dtype.
+
+    The probabilities weight prefix and row values in two products; rounding each to bf16
+    before their sum would round twice where eager attention's single product rounds once.
+    """
+    if a.is_cuda and a.dtype in (torch.bfloat16, torch.float16):
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
 def attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -127,7 +167,12 @@ def attention(
     row = scores(grouped @ key.transpose(-1, -2), row_mask)
     prefix = prefix_attention.prefix
     if prefix is not None and prefix.length:
-        prefix_keys = prefix.keys[module.layer_idx][0]  # [Hkv, P, d]
+        # Every query sits after the prefix (position >= P), so a sliding window never reaches
+        # back past P - window: those keys are left out rather than masked.
+        first = max(0, prefix.length - sliding_window + 1) if sliding_window else 0
+        prefix_keys = prefix.keys[module.layer_idx][0, :, first:]  # [Hkv, P', d]
+        if prefix_mask is not None:
+            prefix_mask = prefix_mask[..., first:]
         by_head = grouped.transpose(0, 1).reshape(kv_heads, batch * group * queries, dim)
         head_major = (by_head @ prefix_keys.transpose(-1, -2)).view(
             kv_heads, batch, group * queries, -1
@@ -137,13 +182,14 @@ def attention(
         row, shared = (row - top).exp(), (shared - top).exp()
         total = row.sum(-1, keepdim=True) + shared.sum(-1, keepdim=True)
         shared_weights = (shared / total).to(query.dtype).view(batch, kv_heads, group * queries, -1)
-        prefix_values = prefix.values[module.layer_idx][0]  # [Hkv, P, d]
-        from_prefix = (
-            shared_weights.transpose(0, 1).reshape(kv_heads, batch * group * queries, -1)
-            @ prefix_values
+        prefix_values = prefix.values[module.layer_idx][0, :, first:]
+        from_prefix = _matmul_float32(
+            shared_weights.transpose(0, 1).reshape(kv_heads, batch * group * queries, -1),
+            prefix_values,
         ).view(kv_heads, batch, group * queries, dim)
-        row_weights = (row / total).to(query.dtype).view(batch, kv_heads, group * queries, -1)
-        output = from_prefix.transpose(0, 1).float() + (row_weights @ value).float()
+        row_weights = (row / total).to(query.dtype).view(batch * kv_heads, group * queries, -1)
+        from_row = _matmul_float32(row_weights, value.reshape(batch * kv_heads, -1, dim))
+        output = from_prefix.transpose(0, 1) + from_row.view(batch, kv_heads, group * queries, dim)
         output = output.to(query.dtype)
     else:
         weights = torch.softmax(row, dim=-1).to(query.dtype)
@@ -153,6 +199,15 @@ def attention(
 
 
 AttentionInterface.register(ATTENTION_NAME, attention)
+
+
+def attends_eagerly(model: PreTrainedModel | PeftModel) -> bool:
+    """Whether the model attends with transformers' eager attention, which this replaces.
+
+    Eager attention materializes the same score matrices (and repeats the KV heads); a fused
+    kernel (SDPA, flex) does not, and can be faster on the CPU than these float32 scores.
+    """
+    return unwrap_causal_lm(model).config._attn_implementation in (None, "eager")
 
 
 @contextmanager
