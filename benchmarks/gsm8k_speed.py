@@ -103,6 +103,30 @@ def lm_eval_gsm8k(model, tokenizer, test: pd.DataFrame, train: pd.DataFrame, bat
     return seconds, [sample["resps"][0][0] for sample in samples], exact
 
 
+def batch_scaling(ours, test: pd.DataFrame, sizes: list[int], device: str) -> dict:
+    """Seconds per decoding step (256 steps a batch) by batch size; kernels of the largest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    result: dict = {}
+    for size in sizes:
+        _, seconds = ours(test.head(size), size, f"batch {size}")
+        result[str(size)] = {"seconds": seconds, "ms_per_step": 1000 * seconds / 256}
+        print(size, result[str(size)], flush=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities) as prof:
+        ours(test.head(max(sizes)), max(sizes), "profiled")
+    events = prof.key_averages()
+    for kind in ("device", "cpu"):
+        field = f"self_{kind}_time_total"
+        ranked = sorted(events, key=lambda e: -getattr(e, field, 0))
+        total = sum(getattr(e, field, 0) for e in ranked) or 1
+        result[f"top_{kind}"] = [
+            [e.key[:90], round(100 * getattr(e, field, 0) / total, 1), e.count] for e in ranked[:15]
+        ]
+        result[f"total_{kind}_s"] = total / 1e6
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer", required=True)
@@ -112,6 +136,14 @@ def main() -> None:
     parser.add_argument("--lm-eval-questions", type=int, default=128)
     parser.add_argument("--lm-eval-batch-size", type=int, default=64)
     parser.add_argument("--tiny", action="store_true", help="a tiny random model: a CPU smoke test")
+    parser.add_argument(
+        "--scaling",
+        type=int,
+        nargs="*",
+        default=[],
+        help="instead of the comparison: one batch of each size, timed, and the CUDA kernels' "
+        "shares of the largest",
+    )
     args = parser.parse_args()
 
     from eval_speed import gemma2_2b, timed  # the same random Gemma-2-2B and timing
@@ -147,6 +179,12 @@ def main() -> None:
         return {c: float(scores[c].mean()) for c in scores if c.startswith("exact_match")}
 
     ours(test.head(8), args.batch_size, "warm-up")
+    if args.scaling:
+        report["scaling"] = batch_scaling(ours, test, args.scaling, device)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps(report, indent=1))
+        return
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     scores, seconds = ours(test, args.batch_size, "full")
