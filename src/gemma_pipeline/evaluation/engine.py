@@ -31,7 +31,6 @@ from gemma_pipeline.modeling.heads import (
     next_token_logits,
     project_to_logits,
     run_backbone,
-    unwrap_causal_lm,
 )
 from gemma_pipeline.modeling.shared_prefix import (
     NO_MASKS,
@@ -514,16 +513,7 @@ def _decode_growing(model, input_ids, keys, prefix, max_new_tokens, stopped, che
 def _decode_fixed(model, input_ids, keys, prefix, max_new_tokens, stopped, check_every):
     batch, width = input_ids.shape
     device = input_ids.device
-    text_config = unwrap_causal_lm(model).config.get_text_config()
-    kv_heads = text_config.num_key_value_heads
-    head_dim = getattr(text_config, "head_dim", None) or (
-        text_config.hidden_size // text_config.num_attention_heads
-    )
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        dtype = torch.bfloat16  # a quantized model computes in its compute dtype
-    like = torch.empty((batch, kv_heads, 0, head_dim), dtype=dtype, device=device)
-    cache = RowCache(text_config.num_hidden_layers, like, width + max_new_tokens)
+    cache = RowCache(width + max_new_tokens, device)
     key_positions = torch.full((batch, width + max_new_tokens), NO_POSITION, device=device)
     key_positions[:, :width] = keys
     cache.index = torch.arange(width, device=device)

@@ -95,20 +95,25 @@ class RowCache:
 
     A forward writes its keys at ``index`` (a device tensor of buffer positions, set before the
     forward) and attends to the whole buffer; ``PrefixAttention.key_positions`` marks the
-    unwritten part with ``NO_POSITION``. The model only calls ``update`` (and
-    ``get_seq_length`` where no positions are given).
+    unwritten part with ``NO_POSITION``. Each layer's buffers take the shape and dtype of its
+    first keys (a 4-bit model's keys come out in its compute dtype). The model only calls
+    ``update`` (and ``get_seq_length`` where no positions are given).
     """
 
-    def __init__(self, layers: int, like: torch.Tensor, length: int) -> None:
-        batch, kv_heads, _, dim = like.shape
-        shape = (batch, kv_heads, length, dim)
-        self.keys = [like.new_zeros(shape) for _ in range(layers)]
-        self.values = [like.new_zeros(shape) for _ in range(layers)]
-        self.index = torch.zeros(0, dtype=torch.long, device=like.device)
+    def __init__(self, length: int, device: torch.device) -> None:
+        self.length = length
+        self.keys: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.index = torch.zeros(0, dtype=torch.long, device=device)
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *_, **__
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer_idx not in self.keys:
+            batch, kv_heads, _, dim = key_states.shape
+            shape = (batch, kv_heads, self.length, dim)
+            self.keys[layer_idx] = key_states.new_zeros(shape)
+            self.values[layer_idx] = value_states.new_zeros(shape)
         self.keys[layer_idx].index_copy_(2, self.index, key_states)
         self.values[layer_idx].index_copy_(2, self.index, value_states)
         return self.keys[layer_idx], self.values[layer_idx]
