@@ -120,7 +120,7 @@ class IngestParams(StrictModel):
     sources: dict[str, SourceParams]
     # Benchmarks for the evaluate stage, read as lm-evaluation-harness reads them.
     benchmarks: dict[str, BenchmarkSourceParams] = {}
-    sample_seed: int = 0
+    sample_seed: int = Field(default=0, ge=0)  # numpy seeds are non-negative
 
 
 # --- format_prompts ---------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class LoraParams(StrictModel):
 
 
 class TrainQloraParams(StrictModel):
-    seed: int = 42
+    seed: int = Field(default=42, ge=0)  # numpy seeds are non-negative
     # packed: each micro-batch's rows packed into rows of up to 1024 tokens, attention kept
     # inside each row (block-diagonal mask), logits only where the loss is. padded: the seed
     # project's recipe, kept for comparison: micro-batches of 4 rows, each padded to 512, logits
@@ -190,16 +190,16 @@ class TrainQloraParams(StrictModel):
     learning_rate: float = Field(default=2e-4, gt=0)
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = Field(default=0.03, ge=0)  # below 1: a fraction of all steps
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
     num_train_epochs: float = Field(default=3, gt=0)
-    max_steps: int = -1  # > 0 overrides num_train_epochs
+    max_steps: int = Field(default=-1, ge=-1)  # -1: num_train_epochs decides; > 0 overrides it
     optim: str = "paged_adamw_8bit"
     bf16: bool = True
     gradient_checkpointing: bool = True  # ~30% slower steps for far less activation memory
     logging_steps: int = Field(default=10, gt=0)
     save_steps: int = Field(default=100, gt=0)
-    save_total_limit: int | None = 2
+    save_total_limit: int | None = Field(default=2, gt=0)  # null: keep every checkpoint
     # Checkpoints go to <checkpoint_dir>/<fingerprint of config and data>, so resuming finds the
     # run with the same settings and never another's.
     checkpoint_dir: str = "data/06_models/checkpoints"
@@ -216,6 +216,12 @@ class TrainQloraParams(StrictModel):
     @property
     def examples_per_step(self) -> int:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    @model_validator(mode="after")
+    def _max_steps_is_a_count_or_unset(self) -> TrainQloraParams:
+        if self.max_steps == 0:
+            raise ValueError("max_steps: -1 (num_train_epochs decides) or a positive step count")
+        return self
 
     @model_validator(mode="after")
     def _padded_recipe_splits_the_step(self) -> TrainQloraParams:

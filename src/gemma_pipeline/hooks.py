@@ -27,7 +27,10 @@ class ParameterValidationHook:
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
-        validate_all(context.params)
+        # The config loader's parameters (runtime --params merged in), not ``context.params``:
+        # reading those makes Kedro import every pipeline first (torch and all, ~6 s here)
+        # to look for typed parameters, and a misspelled key should fail before that.
+        validate_all(context.config_loader["parameters"])
 
 
 def _credentials(context: KedroContext | None) -> Mapping[str, Any]:
