@@ -459,3 +459,20 @@ def tiny_run(gemma3_dir, tmp_path_factory) -> Path:
     with KedroSession.create(project_path=root, env="tiny") as session:
         session.run()
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_project_files(gemma3_dir):
+    """``tiny_project_files(root)``: conf/base, conf/tiny (see ``tiny_run``) and an empty
+    conf/local in ``root``, ready for a `kedro run --env tiny` there."""
+
+    def write(root: Path) -> Path:
+        repo = Path(__file__).resolve().parents[1]
+        shutil.copytree(repo / "conf" / "base", root / "conf" / "base")
+        write_tiny_env(root, gemma3_dir)
+        (root / "conf" / "local").mkdir()
+        shutil.copy(repo / "pyproject.toml", root / "pyproject.toml")
+        (root / "src").mkdir()
+        return root
+
+    return write
