@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -28,6 +29,18 @@ def load_local(path: str | Path) -> pd.DataFrame:
         )
     if not path.is_file():
         raise FileNotFoundError(f"source file not found: {str(path)!r}")
+    try:
+        return _read(path, suffix)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"cannot read {str(path)!r}: it is not valid UTF-8 ({error.reason}, byte "
+            f"{error.object[error.start : error.start + 1]!r})"
+        ) from None
+    except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as error:
+        raise ValueError(f"cannot read {str(path)!r}: {error}") from None
+
+
+def _read(path: Path, suffix: str) -> pd.DataFrame:
     if suffix == ".jsonl":
         return pd.DataFrame(_read_json_lines(path))
     if suffix == ".json":
