@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -126,3 +127,31 @@ def test_unreadable_files_get_one_error_naming_the_file(tmp_path):
         if content is not None:
             assert "UTF-8" in str(error.value)
     assert json.loads(json.dumps(str(parquet)))  # the names are plain text
+
+
+def test_a_huge_line_is_refused_naming_the_file_and_line(tmp_path, monkeypatch):
+    from gemma_pipeline.sources import loaders
+
+    # The real limit is 16 Mi characters; a 1 GB line would be refused the same way, after
+    # reading no more than the limit.
+    monkeypatch.setattr(loaders, "MAX_LINE_CHARS", 1000)
+    path = tmp_path / "huge.jsonl"
+    path.write_text('{"question": "ok"}\n{"question": "' + "x" * 5000 + '"}\n')
+    with pytest.raises(ValueError, match=r"huge\.jsonl' line 2: longer than 1,000"):
+        load_local(path)
+    path.write_text('{"question": "ok"}\n' * 3)
+    assert len(load_local(path)) == 3
+
+
+@pytest.mark.slow
+def test_a_one_gigabyte_line_is_refused_quickly(tmp_path):
+    path = tmp_path / "gigabyte.jsonl"
+    with path.open("w") as handle:
+        handle.write('{"question": "')
+        for _ in range(1024):
+            handle.write("x" * 2**20)
+        handle.write('"}\n')
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"gigabyte\.jsonl' line 1: longer than"):
+        load_local(path)
+    assert time.perf_counter() - started < 10

@@ -14,6 +14,9 @@ import pandas as pd
 import pyarrow as pa
 
 LOCAL_EXTENSIONS = (".jsonl", ".json", ".csv", ".parquet")
+#: The longest JSON line read (characters). The longest real row (a RACE passage with its
+#: question) is a few kB; a line past this is a broken file, not a row to hold in memory.
+MAX_LINE_CHARS = 16 * 2**20
 
 DEMO_HINT = "to work offline, run the embedded sample data instead: `kedro run --env demo`"
 
@@ -54,7 +57,14 @@ def _read(path: Path, suffix: str) -> pd.DataFrame:
 def _read_json_lines(path: Path) -> list[Any]:
     records = []
     with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+        number = 0
+        while line := handle.readline(MAX_LINE_CHARS + 1):
+            number += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise ValueError(
+                    f"{str(path)!r} line {number}: longer than {MAX_LINE_CHARS:,} characters "
+                    "(not a row: is the file broken, or not JSON lines?)"
+                )
             if not line.strip():
                 continue
             try:
