@@ -112,3 +112,25 @@ def test_request_problems_are_named_without_a_server():
     assert "4097" in request_problem(
         "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 4097}).encode(), 4096
     )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["serve", "--port", "70000"], "invalid port: 70000"),
+        (["serve", "--port", "abc"], "invalid port: 'abc'"),
+        (["demo", "--port", "0"], "invalid port: 0"),
+        (["serve", "--gguf-type", "q3"], "invalid choice: 'q3'"),
+        (["serve", "--version", "1999-01-01T00.00.00.000Z"], "No gguf_files version 1999"),
+        (["serve", "--env", "nope"], "--env nope: no folder conf/nope"),
+    ],
+)
+def test_serving_commands_refuse_bad_input_in_one_line(tiny_project, args, message):
+    started = time.perf_counter()
+    result = subprocess.run(
+        ["gemma-pipeline", *args], cwd=tiny_project, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert message in result.stderr.strip().splitlines()[-1], result.stderr
+    assert "Traceback" not in result.stderr
+    assert time.perf_counter() - started < 30  # refused before any model loads

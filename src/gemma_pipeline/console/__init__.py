@@ -23,6 +23,17 @@ from . import commands
 EXIT_USER_ERROR = 1
 
 
+def _port(text: str) -> int:
+    """A TCP port, refused at the command line rather than after the model has loaded."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port: {port} (1-65535)")
+    return port
+
+
 def _add_project_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--project", default=None, help="the Kedro project's folder (default: the current one)"
@@ -108,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(serve, ("gguf",))
     serve.add_argument("--host", default=None, help="default: inference.host (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="default: inference.port (8000)")
+    serve.add_argument("--port", type=_port, default=None, help="default: inference.port (8000)")
     _add_project_options(serve)
     serve.set_defaults(run=commands.serve)
 
@@ -152,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the adapter's version (default: the latest); its newest evaluation is shown",
     )
     demo.add_argument("--host", default=None, help="default: inference.host (127.0.0.1)")
-    demo.add_argument("--port", type=int, default=None, help="default: inference.demo.port (7860)")
+    demo.add_argument(
+        "--port", type=_port, default=None, help="default: inference.demo.port (7860)"
+    )
     _add_project_options(demo)
     demo.set_defaults(run=commands.demo)
     return parser
