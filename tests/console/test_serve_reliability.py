@@ -13,24 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from openai import OpenAI
 
-from gemma_pipeline.inference.server import free_port, request_problem, stop, wait_until_ready
-
-
-@pytest.fixture
-def server(tiny_project):
-    port = free_port()
-    process = subprocess.Popen(
-        ["gemma-pipeline", "serve", "--port", str(port)],
-        cwd=tiny_project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        yield base_url, wait_until_ready(process, base_url)[0], process
-    finally:
-        stop(process)
-    assert process.poll() is not None
+from gemma_pipeline.inference.server import request_problem
 
 
 def _post(url: str, body: bytes) -> tuple[int, dict]:
@@ -49,7 +32,8 @@ def _chat(model: str, content: str, **extra) -> bytes:
 
 
 def test_bad_requests_get_a_400_that_says_why_and_the_server_stays_up(server):
-    base_url, model, process = server
+    base_url, models, process = server
+    model = models[0]
     url = f"{base_url}/chat/completions"
     bad = {
         b'{"model": "m", "messages": [': "not valid JSON",
@@ -73,7 +57,8 @@ def test_bad_requests_get_a_400_that_says_why_and_the_server_stays_up(server):
 
 
 def test_twenty_concurrent_streams_all_complete(server, record_property):
-    base_url, model, process = server
+    base_url, models, process = server
+    model = models[0]
     client = OpenAI(base_url=base_url, api_key="unused", timeout=120)
 
     def stream(i: int) -> tuple[float, str]:

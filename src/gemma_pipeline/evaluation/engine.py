@@ -401,15 +401,11 @@ def _generate_fused(
     (10 GSM8K rows of the demo, 2 cores: 11.5 s against 16.9 s for 64 tokens).
     """
     device = next(model.parameters()).device
-    width = max(len(context) for context in contexts)
-    input_ids = torch.full((len(contexts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(contexts), width), dtype=torch.long)
-    for b, context in enumerate(contexts):
-        input_ids[b, width - len(context) :] = torch.tensor(context)
-        mask[b, width - len(context) :] = 1
+    input_ids, index = _left_padded(contexts, pad)
+    width = input_ids.shape[1]
     generated = model.generate(
         input_ids=input_ids.to(device),
-        attention_mask=mask.to(device),
+        attention_mask=(index >= 0).long().to(device),
         max_new_tokens=max_gen_toks,
         do_sample=False,
         stop_strings=stops,
@@ -420,6 +416,18 @@ def _generate_fused(
         cut_at_stop_sequences(tokenizer.decode(row[width:], skip_special_tokens=True), stops)
         for row in generated
     ]
+
+
+def _left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids ``[rows, width]`` padded on the left, and each token's index in its row
+    (-1 on padding)."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    index = torch.full((len(rows), width), -1, dtype=torch.long)
+    for b, row in enumerate(rows):
+        input_ids[b, width - len(row) :] = torch.tensor(row)
+        index[b, width - len(row) :] = torch.arange(len(row))
+    return input_ids, index
 
 
 def _shared_length(contexts: Sequence[Sequence[int]]) -> int:
@@ -451,12 +459,8 @@ def greedy_decode(
     """
     device = next(model.parameters()).device
     offset = prefix.length if prefix is not None else 0
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    keys = torch.full((len(rows), width), NO_POSITION, dtype=torch.long)
-    for b, row in enumerate(rows):
-        input_ids[b, width - len(row) :] = torch.tensor(row)
-        keys[b, width - len(row) :] = offset + torch.arange(len(row))
+    input_ids, index = _left_padded(rows, pad)
+    keys = torch.where(index >= 0, offset + index, NO_POSITION)  # absolute positions
     input_ids, keys = input_ids.to(device), keys.to(device)
     if fixed_shapes is None:
         fixed_shapes = device.type == "cuda"
