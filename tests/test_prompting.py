@@ -11,10 +11,12 @@ from gemma_pipeline.pipelines.tokenize.nodes import tokenize_prompts
 from gemma_pipeline.prompting import (
     IGNORE_INDEX,
     ChatFormat,
+    encode_tails,
     encode_training_example,
     render_chat,
     render_user_message,
     rotate_options,
+    splits_exactly,
 )
 from gemma_pipeline.sources.ingest import read_benchmarks
 
@@ -164,3 +166,33 @@ def test_chat_benchmark_prompts_equal_the_training_prompts_token_for_token(
                     assert continuation_ids == [answer_token]
             compared += 1
     assert compared == 10
+
+
+# --- encoding in pieces -------------------------------------------------------------------------
+
+
+_SPLIT_WORDS = ["the", "cat", "Answer:", "A.", "B.", "\n", "\n\n", " ", "Which", "is", "1", "?"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(words=st.lists(st.sampled_from(_SPLIT_WORDS), min_size=2, max_size=30), data=st.data())
+def test_a_split_it_calls_exact_encodes_as_the_whole_text(spm_tokenizer, words, data):
+    text = "".join(words)
+    at = data.draw(st.integers(0, len(text)))
+    if splits_exactly(spm_tokenizer, text, at):
+        left, right = encode_tails(spm_tokenizer, [text[:at], text[at:]])
+        assert encode_tails(spm_tokenizer, [text])[0] == left + right
+
+
+def test_splits_exactly_after_a_blank_line_but_not_inside_a_token(spm_tokenizer, tiny_tokenizer):
+    text = "Answer: B\n\nWhich is the cat?"
+    assert splits_exactly(spm_tokenizer, text, text.index("Which"))
+    # "the" is one token of the SentencePiece vocabulary: a cut inside it is not exact.
+    assert spm_tokenizer.tokenize(" the") == ["▁the"]
+    assert not splits_exactly(spm_tokenizer, text, text.index("the") + 1)
+    # Byte-level BPE (the tiny tokenizer) is not character-local: never split.
+    assert not splits_exactly(tiny_tokenizer, text, text.index("Which"))
+    assert not splits_exactly(spm_tokenizer, text, 0)
+    assert not splits_exactly(spm_tokenizer, text, len(text))

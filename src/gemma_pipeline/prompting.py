@@ -13,6 +13,8 @@ to the token: the same user message, the same chat template, the same single BOS
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -175,9 +177,74 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> 
     return [ids if ids[:1] == [bos] else [bos, *ids] for ids in encoded]
 
 
+#: Normalizers and pre-tokenizers that act on one character at a time (or only add split
+#: points): with them a BPE tokenization splits wherever no token spans the boundary.
+_LOCAL_NORMALIZERS = {"Replace"}
+_LOCAL_PRE_TOKENIZERS = {"Split"}
+
+
+def _steps(config: dict[str, Any] | None, plural: str) -> list[dict[str, Any]]:
+    if config is None:
+        return []
+    return config[plural] if config["type"] == "Sequence" else [config]
+
+
+@functools.lru_cache(maxsize=8)
+def _spanning_pairs(backend: Any) -> frozenset[str] | None:
+    """Every two adjacent characters inside one token (vocabulary or added token); None when
+    the tokenizer is not a BPE whose normalizer and pre-tokenizer act character by character."""
+    from tokenizers.models import BPE
+
+    if not isinstance(backend.model, BPE) or backend.model.dropout:
+        return None
+    steps = []
+    for component, plural, allowed in (
+        (backend.normalizer, "normalizers", _LOCAL_NORMALIZERS),
+        (backend.pre_tokenizer, "pretokenizers", _LOCAL_PRE_TOKENIZERS),
+    ):
+        if component is not None:
+            steps += [
+                (step, allowed) for step in _steps(json.loads(component.__getstate__()), plural)
+            ]
+    if not all(step["type"] in allowed and "String" in step["pattern"] for step, allowed in steps):
+        return None
+    tokens = backend.get_vocab(with_added_tokens=True)
+    return frozenset(token[i : i + 2] for token in tokens for i in range(len(token) - 1))
+
+
+def splits_exactly(tokenizer: PreTrainedTokenizerBase, text: str, at: int) -> bool:
+    """Whether ``text``'s tokens are exactly those of ``text[:at]`` followed by ``text[at:]``.
+
+    True only where it is certain: a BPE merges adjacent symbols into vocabulary tokens, so if
+    no token contains the two characters on either side of ``at`` (as normalized), no merge
+    crosses it and each side is merged on its own. Encoding a few-shot block once and only the
+    short rest of each prompt is then exactly lm-eval's encoding of the whole text.
+    """
+    if not 0 < at < len(text):
+        return False
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pairs = _spanning_pairs(backend) if backend is not None else None
+    if pairs is None:
+        return False
+    normalizer = backend.normalizer
+    left, right = text[at - 1], text[at]
+    if normalizer is not None:
+        left, right = normalizer.normalize_str(left), normalizer.normalize_str(right)
+    return (
+        len(left) == len(right) == 1
+        and left + right not in pairs
+        and text[at - 1 : at + 1] not in pairs  # added tokens match the text before normalizing
+    )
+
+
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """:func:`encode_prompts` of one text."""
     return encode_prompts(tokenizer, [text])[0]
+
+
+def encode_tails(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of texts that follow other tokens: no special tokens added (one batch)."""
+    return tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
 
 
 def encode_continuation(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

@@ -1,15 +1,22 @@
+import itertools
+
 import pytest
 import torch
 
 from gemma_pipeline.evaluation.engine import (
+    MIN_FILL,
     GenerationRequest,
     LoglikelihoodRequest,
+    _batches,
+    _Row,
     cut_at_stop_sequences,
     encode_pairs,
     generate_until,
     loglikelihood,
 )
 from gemma_pipeline.modeling import load_causal_lm
+from gemma_pipeline.modeling.compiled import compiled_layers
+from gemma_pipeline.prompting import splits_exactly
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +226,57 @@ def test_a_model_with_fused_attention_generates_whole_contexts(gemma3_dir, spm_t
     outputs = generate_until(model, spm_tokenizer, requests, batch_size=2)
     expected = [_greedy_one(model, spm_tokenizer, c, 6, ("Question:",)) for c in contexts]
     assert outputs == expected
+
+
+def test_encoding_the_shared_block_once_gives_lm_evals_tokens(spm_tokenizer):
+    shared = "The following are questions about cats.\n\n" + "the cat is a cat.\nAnswer: B\n\n" * 3
+    questions = ["Which cat is the cat?\nAnswer:", "What is 1 + 1?\nAnswer: ", "\nthe\nAnswer:"]
+    requests = [(shared + q, f" {letter}") for q in questions for letter in "ABCD"]
+    prefixes = [shared] * len(requests)
+    # The split is really taken here: the block ends where no token spans.
+    assert all(splits_exactly(spm_tokenizer, context, len(shared)) for context, _ in requests)
+    assert encode_pairs(spm_tokenizer, requests, None, prefixes) == encode_pairs(
+        spm_tokenizer, requests
+    )
+    # Against lm-eval's rule, written out: encode the whole, split after the context.
+    for (context, continuation), (got_context, got_continuation) in zip(
+        requests, encode_pairs(spm_tokenizer, requests, None, prefixes), strict=True
+    ):
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = spm_tokenizer(context + continuation)["input_ids"]
+        assert got_context == spm_tokenizer(context)["input_ids"]
+        assert got_continuation == whole[len(got_context) :]
+
+
+def test_compiled_layers_score_as_the_eager_ones_and_are_restored(tiny_model, tiny_tokenizer):
+    requests = _requests()
+    eager = loglikelihood(tiny_model, tiny_tokenizer, requests)
+    layers = tiny_model.model.layers
+    # The eager backend runs dynamo's tracing of the layers (shared-prefix attention included)
+    # without inductor's code generation, which the engine uses on CUDA.
+    with compiled_layers(tiny_model, backend="eager"):
+        assert all("forward" in layer.__dict__ for layer in layers)
+        traced = [
+            loglikelihood(tiny_model, tiny_tokenizer, requests, max_batch_tokens=budget)
+            for budget in (256, 16384)
+        ]
+    assert all("forward" not in layer.__dict__ for layer in layers)
+    for results in traced:
+        for got, want in zip(results, eager, strict=True):
+            assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+            assert got.is_greedy == want.is_greedy
+
+
+def test_batches_are_longest_first_within_budget_and_fill():
+    rows = [_Row(tuple(range(n)), []) for n in (100, 95, 90, 81, 79, 60, 10, 9, 8, 2)]
+    batches = _batches(rows, max_batch_tokens=10_000, max_batch_size=512, prefix_length=20)
+    lengths = [[len(row.tokens) for row in batch] for batch in batches]
+    flat = list(itertools.chain.from_iterable(lengths))
+    assert flat == sorted(flat, reverse=True)
+    assert sorted(flat) == sorted(len(row.tokens) for row in rows)  # each row once
+    for batch in lengths:
+        assert min(batch) >= MIN_FILL * batch[0]
+        assert len(batch) * (20 + batch[0]) <= 10_000
+    assert lengths[0] == [100, 95, 90, 81]  # 79 < 0.8 x 100 starts the next batch

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
+from gemma_pipeline.modeling.compiled import compiled_layers
 from gemma_pipeline.modeling.heads import (
     next_token_logits,
     project_to_logits,
@@ -41,12 +43,18 @@ from gemma_pipeline.modeling.shared_prefix import (
     attends_eagerly,
     shared_prefix_attention,
 )
-from gemma_pipeline.prompting import encode_continuation, encode_prompts
+from gemma_pipeline.prompting import (
+    encode_prompts,
+    encode_tails,
+    splits_exactly,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Positions projected through the LM head at once (x vocabulary x 4 bytes of float32 logits).
 HEAD_CHUNK = 256
+#: Shortest row a loglikelihood batch takes, as a share of its widest: bounds the padding.
+MIN_FILL = 0.8
 #: Generation steps between stop checks (a device sync and a decode of every row's new text).
 STOP_CHECK_EVERY = 16
 
@@ -83,6 +91,7 @@ def encode_pairs(
     tokenizer: PreTrainedTokenizerBase,
     pairs: Sequence[tuple[str, str]],
     intact: Sequence[bool] | None = None,
+    prefixes: Sequence[str] | None = None,
 ) -> list[tuple[list[int], list[int]]]:
     """(context tokens, continuation tokens) per (context, continuation) pair.
 
@@ -90,29 +99,49 @@ def encode_pairs(
     after the context's tokens, and trailing spaces of the context move to the continuation.
     Where ``intact[i]``: the context as written, the continuation encoded on its own. Every
     context gets exactly one BOS (``prompting.encode_prompts``).
+
+    The same tokens, encoded in pieces where that is exact (``splits_exactly``): a context that
+    starts with ``prefixes[i]`` (a few-shot block shared by many requests) is the block's tokens,
+    encoded once, then its own rest; a continuation whose first character no token joins to the
+    context's last is encoded on its own. MMLU's 56k requests then encode ~100 tokens each
+    instead of the whole ~700-token prompt four times.
     """
     intact = list(intact) if intact is not None else [False] * len(pairs)
-    contexts, wholes = [], []
-    for (context, continuation), keep in zip(pairs, intact, strict=True):
+    prefixes = list(prefixes) if prefixes is not None else [""] * len(pairs)
+    plans = []  # (context, continuation, continuation encoded alone, where the context splits)
+    for (context, continuation), keep, prefix in zip(pairs, intact, prefixes, strict=True):
         n_spaces = 0 if keep else len(context) - len(context.rstrip())
         if n_spaces:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
-        contexts.append(context)
-        wholes.append(context + continuation)
-    unique_contexts = list(dict.fromkeys(contexts))
-    context_ids = dict(
-        zip(unique_contexts, encode_prompts(tokenizer, unique_contexts), strict=True)
-    )
-    split = [i for i, keep in enumerate(intact) if not keep]
-    whole_ids = dict(zip(split, encode_prompts(tokenizer, [wholes[i] for i in split]), strict=True))
+        shared = prefix and context.startswith(prefix)
+        cut = len(prefix) if shared and splits_exactly(tokenizer, context, len(prefix)) else 0
+        alone = keep or splits_exactly(tokenizer, context + continuation, len(context))
+        plans.append((context, continuation, alone, cut))
+
+    prompts: dict[str, None] = {}  # encoded with one BOS
+    tails: dict[str, None] = {}  # encoded with no special tokens
+    for context, continuation, alone, cut in plans:
+        for text in (context,) if alone else (context, context + continuation):
+            if cut:
+                prompts[text[:cut]] = tails[text[cut:]] = None
+            else:
+                prompts[text] = None
+        if alone:
+            tails[continuation] = None
+    prompt_ids = dict(zip(prompts, encode_prompts(tokenizer, list(prompts)), strict=True))
+    tail_ids = dict(zip(tails, encode_tails(tokenizer, list(tails)), strict=True))
+
+    def ids(text: str, cut: int) -> list[int]:
+        return prompt_ids[text[:cut]] + tail_ids[text[cut:]] if cut else prompt_ids[text]
+
     encoded = []
-    for i, ((_, continuation), context) in enumerate(zip(pairs, contexts, strict=True)):
-        ids = context_ids[context]
-        if intact[i]:
-            encoded.append((ids, encode_continuation(tokenizer, continuation)))
+    for context, continuation, alone, cut in plans:
+        context_ids = ids(context, cut)
+        if alone:
+            encoded.append((context_ids, tail_ids[continuation]))
         else:
-            encoded.append((ids, whole_ids[i][len(ids) :]))
+            encoded.append((context_ids, ids(context + continuation, cut)[len(context_ids) :]))
     return encoded
 
 
@@ -137,17 +166,23 @@ def _common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 def _batches(
     rows: list[_Row], max_batch_tokens: int, max_batch_size: int, prefix_length: int = 0
 ) -> list[list[_Row]]:
-    """Longest first; each batch's rows x (shared prefix + padded length) within the budget.
+    """Longest first; each batch's rows x (shared prefix + padded length) within the budget,
+    and no row shorter than ``MIN_FILL`` of the batch's width (its first, longest row).
 
-    The prefix counts because every row's queries score every prefix position.
+    The prefix counts because every row's queries score every prefix position. The fill rule
+    bounds padding: on MMLU it cut the padded tokens from 2.10M to 1.55M (1.42M real).
     """
     rows = sorted(rows, key=lambda row: -len(row.tokens))
     batches: list[list[_Row]] = []
     for row in rows:
         if batches:
             current = batches[-1]
-            width = prefix_length + len(current[0].tokens)  # the first row is the longest
-            if len(current) < max_batch_size and width * (len(current) + 1) <= max_batch_tokens:
+            width = len(current[0].tokens)
+            if (
+                len(current) < max_batch_size
+                and (prefix_length + width) * (len(current) + 1) <= max_batch_tokens
+                and len(row.tokens) >= MIN_FILL * width
+            ):
                 current.append(row)
                 continue
         batches.append([row])
@@ -172,6 +207,7 @@ def loglikelihood(
         tokenizer,
         [(r.context, r.continuation) for r in requests],
         [r.intact_context for r in requests],
+        [r.shared_prefix for r in requests],
     )
     prefixes = list(dict.fromkeys(r.shared_prefix for r in requests if r.shared_prefix))
     prefix_ids = dict(zip(prefixes, encode_prompts(tokenizer, prefixes), strict=True))
@@ -196,11 +232,16 @@ def loglikelihood(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     n_rows = sum(len(rows) for rows in groups.values())
     progress = tqdm(total=n_rows, desc=desc, unit="row")
-    for prefix, rows in groups.items():
-        shared = run_prefix(model, prefix, device) if prefix else None
-        for batch in _batches(list(rows.values()), max_batch_tokens, max_batch_size, len(prefix)):
-            _score_batch(model, batch, shared, pad, device, logprobs, greedy)
-            progress.update(len(batch))
+    # On CUDA the decoder layers run compiled (``modeling/compiled.py``): the elementwise
+    # chains between the matrix products fused. On the CPU compiling costs more than it saves.
+    with compiled_layers(model) if device.type == "cuda" else nullcontext():
+        for prefix, rows in groups.items():
+            shared = run_prefix(model, prefix, device) if prefix else None
+            for batch in _batches(
+                list(rows.values()), max_batch_tokens, max_batch_size, len(prefix)
+            ):
+                _score_batch(model, batch, shared, pad, device, logprobs, greedy)
+                progress.update(len(batch))
     progress.close()
     return [
         LoglikelihoodResult(logprob, is_greedy, len(continuation))
