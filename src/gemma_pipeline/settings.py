@@ -4,6 +4,7 @@ from kedro.config import OmegaConfigLoader
 
 # Read by Kedro; defined in config.py because the console script reads conf/ the same way.
 from gemma_pipeline.config import CONFIG_LOADER_ARGS
+from gemma_pipeline.datasets import ArtifactCatalog
 from gemma_pipeline.hooks import (
     HubPushHook,
     ParameterValidationHook,
@@ -17,4 +18,7 @@ HOOKS = (ParameterValidationHook(), RunMetadataHook(), WandbTrackingHook(), HubP
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 
-__all__ = ["CONFIG_LOADER_ARGS", "CONFIG_LOADER_CLASS", "HOOKS"]
+# A failed save (a full disk, a refused write) leaves nothing, and names dataset and path.
+DATA_CATALOG_CLASS = ArtifactCatalog
+
+__all__ = ["CONFIG_LOADER_ARGS", "CONFIG_LOADER_CLASS", "DATA_CATALOG_CLASS", "HOOKS"]

@@ -30,13 +30,17 @@ class VersionedFolderDataset(AbstractVersionedDataset[_DI, _DO]):
         """Call ``write(folder)`` next to the target, then rename it into place.
 
         A run killed mid-write never leaves a half folder that a later ``kedro run`` would
-        load as the latest version.
+        load as the latest version; a write that fails (a full disk) leaves no folder at all.
         """
         path = Path(self._get_save_path())
         partial = path.with_name(path.name + ".partial")
         if partial.exists():
             shutil.rmtree(partial)
-        write(partial)
+        try:
+            write(partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # a full disk keeps nothing of it
+            raise
         partial.rename(path)
 
     def _describe(self) -> dict[str, Any]:

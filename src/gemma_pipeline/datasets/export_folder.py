@@ -113,7 +113,11 @@ class FileInRunFolderDataset(AbstractVersionedDataset[str, str]):
         if path.exists():
             raise DatasetError(f"'{path}' already exists; nothing is overwritten")
         partial = path.with_name(path.name + ".partial")
-        partial.write_text(data, encoding="utf-8")
+        try:
+            partial.write_text(data, encoding="utf-8")
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a full disk keeps nothing of it
+            raise
         partial.rename(path)
 
     def _exists(self) -> bool:

@@ -7,14 +7,19 @@ describe itself), so tokenized data — which we produce, not download — needs
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from datasets import DatasetDict, load_from_disk
 from kedro.io import DatasetError
 
 from ._versioned_folder import VersionedFolderDataset
 
+# Imported where used: Hugging Face datasets takes a second to import, and Kedro's settings
+# import this package (the catalog class) before a bad parameter is reported.
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
-class HFArrowDataset(VersionedFolderDataset[DatasetDict, DatasetDict]):
+
+class HFArrowDataset(VersionedFolderDataset["DatasetDict", "DatasetDict"]):
     """Saves with ``DatasetDict.save_to_disk`` into ``<filepath>/<version>/<name>/``.
 
     Example catalog entry::
@@ -26,6 +31,8 @@ class HFArrowDataset(VersionedFolderDataset[DatasetDict, DatasetDict]):
     """
 
     def load(self) -> DatasetDict:
+        from datasets import load_from_disk
+
         path = Path(self._get_load_path())
         if not path.is_dir():
             raise DatasetError(f"No tokenized dataset at '{path}'")
@@ -33,6 +40,8 @@ class HFArrowDataset(VersionedFolderDataset[DatasetDict, DatasetDict]):
         return load_from_disk(str(path))
 
     def save(self, data: DatasetDict) -> None:
+        from datasets import DatasetDict
+
         if not isinstance(data, DatasetDict):
             raise DatasetError(
                 f"HFArrowDataset saves a datasets.DatasetDict, got {type(data).__name__}"

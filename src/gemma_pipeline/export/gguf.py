@@ -57,12 +57,16 @@ class GgufFiles:
     names: dict[str, str]  # kind (f16, q8_0, q4_k_m) -> file name
 
     def save_to(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in self.names.values():
-            shutil.move(self.scratch / name, folder / name)
-        smallest = min(self.names.values(), key=lambda name: (folder / name).stat().st_size)
-        (folder / "Modelfile").write_text(ollama_modelfile(smallest), encoding="utf-8")
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in self.names.values():
+                shutil.move(self.scratch / name, folder / name)
+            smallest = min(self.names.values(), key=lambda name: (folder / name).stat().st_size)
+            (folder / "Modelfile").write_text(ollama_modelfile(smallest), encoding="utf-8")
+        finally:
+            # Saved or not, the scratch goes: a save that failed on a full disk must not leave
+            # the model's GGUF files behind in the temp folder (the next run converts anew).
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def gguf_file_name(model_name: str, kind: str) -> str:
