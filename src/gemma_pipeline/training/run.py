@@ -17,6 +17,7 @@ from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 from gemma_pipeline.modeling.quantization import compute_device, get_quantization_config
 
+from .checkpoints import last_good_checkpoint
 from .kernels import PACKED_ATTENTION, allow_shape_changes, apply_fused_kernels
 from .recipe import (
     describe,
@@ -60,18 +61,23 @@ def build_trainer(
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if params.resume and last_checkpoint is None:
-        logger.warning("resume=true but no checkpoint in %s: training from the start", output_dir)
-    elif last_checkpoint and not params.resume:
+    resume_from = None
+    if params.resume:
+        # Not get_last_checkpoint: a run killed while writing its last checkpoint left it partial.
+        good = last_good_checkpoint(output_dir)
+        resume_from = str(good) if good else None
+        if resume_from is None:
+            logger.warning(
+                "resume=true but no usable checkpoint in %s: training from the start", output_dir
+            )
+        else:
+            logger.info("Resuming from %s", resume_from)
+    elif output_dir.is_dir() and get_last_checkpoint(str(output_dir)):
         logger.warning(
             "%s holds checkpoints of this exact configuration; pass "
             "--params train_qlora.resume=true to continue them. Starting over.",
             output_dir,
         )
-    resume_from = last_checkpoint if params.resume else None
-    if resume_from:
-        logger.info("Resuming from %s", resume_from)
 
     group_ids = train_dataset["question_id"] if params.group_rotations else None
     trainer = QLoRASFTTrainer(
