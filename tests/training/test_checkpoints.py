@@ -158,3 +158,25 @@ def test_no_whole_checkpoint_means_no_resume(uninterrupted, tmp_path):
         (run_dir / f"checkpoint-{step}" / "optimizer.pt").unlink()
     assert last_good_checkpoint(run_dir) is None
     assert last_good_checkpoint(tmp_path / "never-written") is None
+
+
+def test_resuming_at_the_last_step_trains_no_step_more(
+    tmp_path, tiny_model_dir, tiny_tokenizer, make_rows, make_params
+):
+    """Killed after its last checkpoint (saving the adapter, say), a run resumed there must hand
+    back that checkpoint's adapter. transformers trains one step past ``max_steps`` when it
+    resumes at ``max_steps`` in the middle of an epoch; a constant learning rate shows it."""
+    rows = make_rows(tiny_tokenizer, n_questions=16)  # 64 rows: 8 steps an epoch, 4 run
+    params = make_params(tmp_path, max_steps=4, lr_scheduler_type="constant")
+    model_params = ModelParams(name_or_path=str(tiny_model_dir))
+    whole, _ = train_adapter(rows, params, model_params)
+    whole.save_pretrained(tmp_path / "whole")
+
+    resumed, history = train_adapter(rows, params.model_copy(update={"resume": True}), model_params)
+
+    assert history["resumed_from"].endswith("checkpoint-4")
+    resumed.save_pretrained(tmp_path / "resumed")
+    expected = load_file(tmp_path / "whole" / "adapter_model.safetensors")
+    got = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert history["global_steps"] == 4
+    assert [name for name in expected if not torch.equal(got[name], expected[name])] == []

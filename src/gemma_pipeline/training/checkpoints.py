@@ -30,6 +30,14 @@ _RNG_FILES = "rng_state*.pth"
 SKIPPED_PREFIX = "skipped-"
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The step of ``checkpoint-<step>``."""
+    match = _CHECKPOINT.match(folder.name)
+    if match is None:
+        raise ValueError(f"'{folder}' is not named checkpoint-<step>")
+    return int(match.group(1))
+
+
 def checkpoint_problems(folder: Path) -> list[str]:
     """Why a resumed run cannot continue from ``folder``: every file it needs that is missing or
     does not load. Empty when the checkpoint is whole."""
