@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from kedro.io import AbstractDataset
@@ -39,11 +40,19 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 HELPER = Path(__file__).with_name("killable_run.py")
-#: The training run: dropout on, so the resumed runs must restore the RNG states too.
-RECIPE = ",".join(
-    f"train_qlora.{key}"
-    for key in ("save_steps=2", "lora.dropout=0.1", "per_device_train_batch_size=2")
-)
+
+
+def _recipe(max_steps: int, batch: int) -> str:
+    """The runs' parameters: dropout on, so a resumed run must restore the RNG states too."""
+    keys = ("save_steps=2", "lora.dropout=0.1", f"max_steps={max_steps}")
+    return ",".join(
+        [
+            *(f"train_qlora.{key}" for key in keys),
+            f"train_qlora.per_device_train_batch_size={batch}",
+        ]
+    )
+
+
 SEED = int(os.environ.get("KILL_TEST_SEED", "14"))
 CHILD_TIMEOUT = 300
 
@@ -99,6 +108,11 @@ class Outcome:
     @property
     def killed(self) -> bool:
         return self.exit_code == -9
+
+    @property
+    def killed_mid_run(self) -> bool:
+        """Killed before its `kedro run` returned (not while the interpreter shut down)."""
+        return self.killed and not self.saw("exit ")
 
     def saw(self, prefix: str) -> bool:
         return any(text.startswith(prefix) for _, text in self.events)
@@ -212,10 +226,12 @@ def _prepare(children, root: Path, tiny_project_files) -> tuple[Path, Path]:
     return reference, killed
 
 
-def _kill_and_resume(children, reference: Path, killed: Path, max_steps: int, kills, rng):
+def _kill_and_resume(children, reference: Path, killed: Path, params: str, kills, rng):
     """The uninterrupted run in ``reference``; in ``killed``, one run per kill, each resuming
-    the one before, then a last run to the end. Returns every outcome, the reference first."""
-    params = f"train_qlora.max_steps={max_steps},{RECIPE}"
+    the one before, then a last run to the end. A ``random`` kill that the run outlived (it
+    finished first, or was killed only as its interpreter shut down) is drawn again, up to as
+    many times again. Returns every outcome, the reference first, after checking that every
+    adapter the killed runs saved is the uninterrupted run's."""
     train = ["run", "--env", "tiny", "--pipeline", "train_qlora", "--params"]
     whole = _run(children, reference, "uninterrupted", [*train, params])
 
@@ -231,27 +247,35 @@ def _kill_and_resume(children, reference: Path, killed: Path, max_steps: int, ki
         return end - step_starts.get(start_step, save_start)
 
     # An older, whole version of what train_qlora saves: a kill mid-save must leave it latest.
+    catalog = yaml.safe_load((reference / "conf" / "base" / "catalog.yml").read_text())
     for name in ("adapter", "train_metrics", "loss_curve"):
-        entry = yaml.safe_load((reference / "conf" / "base" / "catalog.yml").read_text())[name]
-        shutil.copytree(reference / entry["filepath"], killed / entry["filepath"])
+        path = catalog[name]["filepath"]
+        shutil.copytree(reference / path, killed / path)
 
     outcomes = [whole]
     visible = _visible_versions(killed)
-    for index, kill in enumerate([*kills, "none"]):
-        if kill == "random":
-            kill = f"after:{rng.random():.3f}"
+    queue, redraws = [*kills, "none"], kills.count("random")
+    while queue:
+        kill = queue.pop(0)
+        drawn = f"after:{rng.random():.3f}" if kill == "random" else kill
         resume = [*train, params + ",train_qlora.resume=true"]
-        run = _run(children, killed, f"run{index + 1}", resume, kill, window)
+        run = _run(children, killed, f"run{len(outcomes)}", resume, drawn, window)
         now_visible = _visible_versions(killed)
         _check_visible_after(run, visible, now_visible)
         visible = now_visible
         outcomes.append(run)
+        if kill == "random" and not run.killed_mid_run and redraws > 0:
+            queue.insert(0, "random")
+            redraws -= 1
 
     expected = load_file(_latest(reference, "adapter") / "adapter_model.safetensors")
-    got = load_file(_latest(killed, "adapter") / "adapter_model.safetensors")
-    assert expected.keys() == got.keys()
-    unequal = [name for name in expected if not torch.equal(got[name], expected[name])]
-    assert unequal == [], f"{len(unequal)} of {len(expected)} tensors differ"
+    saved = sorted((killed / catalog["adapter"]["filepath"]).glob("*/adapter"))
+    assert len(saved) >= 2  # the older copy from the reference, and the killed runs' own
+    for adapter in saved:
+        got = load_file(adapter / "adapter_model.safetensors")
+        assert expected.keys() == got.keys()
+        unequal = [name for name in expected if not torch.equal(got[name], expected[name])]
+        assert unequal == [], f"{adapter}: {len(unequal)} of {len(expected)} tensors differ"
     return outcomes
 
 
@@ -269,22 +293,56 @@ def _report(outcomes: list[Outcome], started: float) -> str:
     return "\n".join(lines)
 
 
-def test_kill_9_mid_checkpoint_and_mid_adapter_save_then_resume(tmp_path, tiny_project_files):
+def test_kill_9_mid_checkpoint_adapter_and_metrics_then_resume(tmp_path, tiny_project_files):
     started = time.monotonic()
     children = _ForkedChildren()
     reference, killed = _prepare(children, tmp_path, tiny_project_files)
+    kills = ["pause:checkpoint:4", "pause:adapter", "pause:train_metrics"]
     outcomes = _kill_and_resume(
-        children, reference, killed, 4, ["pause:checkpoint:4", "pause:adapter"], random.Random(SEED)
+        children, reference, killed, _recipe(max_steps=4, batch=2), kills, random.Random(SEED)
     )
     print(_report(outcomes, started))
 
-    _, mid_checkpoint, mid_adapter, last = outcomes
+    _, mid_checkpoint, mid_adapter, mid_metrics, last = outcomes
     assert mid_checkpoint.killed and mid_checkpoint.landed.startswith("paused mid optimizer.pt")
-    assert mid_adapter.killed and mid_adapter.landed.startswith("paused mid ")
-    # The half-written checkpoint-4 was skipped, with its reasons, for checkpoint-2; the last
-    # run resumed at the final checkpoint-4 that run2 wrote, and trained no step.
+    assert mid_adapter.killed and "adapter.partial/adapter_model.safetensors" in mid_adapter.landed
+    assert mid_metrics.killed and "train_metrics.json.partial" in mid_metrics.landed
+    # The half-written checkpoint-4 was skipped, with its reasons, for checkpoint-2; the later
+    # runs resumed at the final checkpoint-4 that run 2 wrote, and trained no step.
     [skip] = [text for _, text in mid_adapter.events if text.startswith("log WARNING Skipping")]
     assert "/checkpoint-4: trainer_state.json is missing; " in skip
     assert "optimizer.pt does not load" in skip
-    assert mid_adapter.saw("train from 2") and last.saw("train from 4")
-    assert not last.saw("step ")
+    assert mid_adapter.saw("train from 2")
+    for run in (mid_metrics, last):
+        assert run.saw("train from 4") and not run.saw("step ")
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_and_mid_every_write_then_resume(tmp_path, tiny_project_files):
+    """Every run a new `python` process; 14 steps of 8 rows (12 make an epoch, so the runs
+    resume across the epoch's end); killed mid-checkpoint, at five random moments, mid-adapter
+    and mid-train_metrics."""
+    started = time.monotonic()
+    children = _PythonChildren()
+    reference, killed = _prepare(children, tmp_path, tiny_project_files)
+    kills = [
+        "pause:checkpoint:4",
+        *["random"] * 5,
+        "pause:adapter",
+        "pause:train_metrics",
+    ]
+    outcomes = _kill_and_resume(
+        children, reference, killed, _recipe(max_steps=14, batch=8), kills, random.Random(SEED)
+    )
+    print(_report(outcomes, started))
+
+    runs = outcomes[1:]
+    assert runs[-1].exit_code == 0
+    assert all(run.killed for run in runs if run.kill.startswith("pause:"))
+    assert sum(run.killed_mid_run and run.kill.startswith("after:") for run in runs) >= 5
+    forced = [run.landed for run in runs if run.kill.startswith("pause:")]
+    assert [landed.split(" (")[0].split("/")[-1] for landed in forced] == [
+        "paused mid optimizer.pt of checkpoint-4",
+        "adapter_model.safetensors",
+        "train_metrics.json.partial",
+    ]
