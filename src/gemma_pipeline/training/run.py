@@ -9,14 +9,16 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from peft import PeftModel
-from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from peft import PeftModel, set_peft_model_state_dict
+from safetensors.torch import load_file
+from transformers import TrainerState, set_seed
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 from gemma_pipeline.modeling.quantization import compute_device, get_quantization_config
 
+from .checkpoints import checkpoint_step, last_good_checkpoint
 from .kernels import PACKED_ATTENTION, allow_shape_changes, apply_fused_kernels
 from .recipe import (
     describe,
@@ -60,18 +62,23 @@ def build_trainer(
 
     fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
     output_dir = Path(params.checkpoint_dir) / fingerprint
-    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if params.resume and last_checkpoint is None:
-        logger.warning("resume=true but no checkpoint in %s: training from the start", output_dir)
-    elif last_checkpoint and not params.resume:
+    resume_from = None
+    if params.resume:
+        # Not get_last_checkpoint: a run killed while writing its last checkpoint left it partial.
+        good = last_good_checkpoint(output_dir)
+        resume_from = str(good) if good else None
+        if resume_from is None:
+            logger.warning(
+                "resume=true but no usable checkpoint in %s: training from the start", output_dir
+            )
+        else:
+            logger.info("Resuming from %s", resume_from)
+    elif output_dir.is_dir() and get_last_checkpoint(str(output_dir)):
         logger.warning(
             "%s holds checkpoints of this exact configuration; pass "
             "--params train_qlora.resume=true to continue them. Starting over.",
             output_dir,
         )
-    resume_from = last_checkpoint if params.resume else None
-    if resume_from:
-        logger.info("Resuming from %s", resume_from)
 
     group_ids = train_dataset["question_id"] if params.group_rotations else None
     trainer = QLoRASFTTrainer(
@@ -106,7 +113,11 @@ def train_adapter(
     """Train a LoRA adapter on ``train_dataset`` (tokenized rows) and return it with its history."""
     trainer, setup = build_trainer(train_dataset, params, model_params, report_to)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=setup["resumed_from"])
+    resume_from = setup["resumed_from"]
+    if resume_from and 0 < params.max_steps <= checkpoint_step(Path(resume_from)):
+        result = _finished(trainer, Path(resume_from))
+    else:
+        result = trainer.train(resume_from_checkpoint=resume_from)
     history = {
         **setup,
         "global_steps": result.global_step,
@@ -120,3 +131,22 @@ def train_adapter(
         "torch_threads": torch.get_num_threads(),
     }
     return trainer.model, history
+
+
+def _finished(trainer: QLoRASFTTrainer, checkpoint: Path) -> TrainOutput:
+    """The result of a run whose last checkpoint is ``checkpoint``: its adapter and state.
+
+    Not ``trainer.train(resume_from_checkpoint=...)``: resumed at ``max_steps`` in the middle
+    of an epoch, transformers (5.24) trains one step more (tests/training/test_checkpoints.py).
+    """
+    logger.info(
+        "%s is the run's last step: its adapter is the result, no step is trained", checkpoint
+    )
+    weights = load_file(checkpoint / "adapter_model.safetensors")
+    loaded = set_peft_model_state_dict(trainer.model, weights)
+    if loaded.unexpected_keys:
+        raise ValueError(
+            f"{checkpoint}: weights the adapter does not have: {loaded.unexpected_keys}"
+        )
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return TrainOutput(trainer.state.global_step, None, {})
