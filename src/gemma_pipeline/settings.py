@@ -5,15 +5,22 @@ from kedro.config import OmegaConfigLoader
 # Read by Kedro; defined in config.py because the console script reads conf/ the same way.
 from gemma_pipeline.config import CONFIG_LOADER_ARGS
 from gemma_pipeline.hooks import (
+    DataParallelHook,
     HubPushHook,
     ParameterValidationHook,
     RunMetadataHook,
     WandbTrackingHook,
 )
 
-# pluggy calls the last registered first: a push that could not happen fails the run before the
-# W&B run starts.
-HOOKS = (ParameterValidationHook(), RunMetadataHook(), WandbTrackingHook(), HubPushHook())
+# pluggy calls the last registered first: a push that could not happen, or a run that several
+# processes would each run whole, fails before the W&B run starts.
+HOOKS = (
+    ParameterValidationHook(),
+    RunMetadataHook(),
+    WandbTrackingHook(),
+    HubPushHook(),
+    DataParallelHook(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 
