@@ -18,6 +18,8 @@ import copy
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +478,26 @@ def tiny_project_files(gemma3_dir):
         return root
 
     return write
+
+
+# --- data-parallel launches ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def data_parallel_launch():
+    """``data_parallel_launch(nproc, worker_args, cwd)``: ``torchrun --standalone
+    --nproc_per_node nproc tests/data_parallel_worker.py *worker_args`` (gloo on the CPU), one
+    thread per process (2 processes on 2 cores); the finished ``subprocess.CompletedProcess``."""
+    worker = Path(__file__).resolve().parent / "data_parallel_worker.py"
+
+    def launch(
+        nproc: int, worker_args: list[str], cwd: Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        command += ["--nproc_per_node", str(nproc), str(worker), *worker_args]
+        env = (os.environ if env is None else env) | {"OMP_NUM_THREADS": "1"}
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+        )
+
+    return launch

@@ -33,8 +33,6 @@ _CHANGING_EVENTS = {
     "os.replace",
     "os.remove",
     "os.rmdir",
-    "os.symlink",
-    "os.link",
     "os.truncate",
     "shutil.rmtree",
     "shutil.copyfile",
@@ -61,6 +59,8 @@ def record_writes(root: Path, audit_file: Path) -> None:
                 isinstance(flags, int) and flags & _WRITING_FLAGS
             )
             paths = [path] if writing else []
+        elif event in ("os.symlink", "os.link"):
+            paths = [args[1]]  # the link made; its target may be anything
         elif event in _CHANGING_EVENTS:
             paths = [arg for arg in args[:2] if isinstance(arg, str | bytes | os.PathLike)]
         else:

@@ -4,6 +4,7 @@ from kedro.config import OmegaConfigLoader
 
 # Read by Kedro; defined in config.py because the console script reads conf/ the same way.
 from gemma_pipeline.config import CONFIG_LOADER_ARGS
+from gemma_pipeline.distributed import rank
 from gemma_pipeline.hooks import (
     DataParallelHook,
     HubPushHook,
@@ -22,6 +23,10 @@ HOOKS = (
     DataParallelHook(),
 )
 
+# Another process of a data-parallel launch writes nothing, kedro-viz's run records included
+# (.viz/ in the project): rank 0 writes them for the run.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",) if rank() > 0 else ()
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 
-__all__ = ["CONFIG_LOADER_ARGS", "CONFIG_LOADER_CLASS", "HOOKS"]
+__all__ = ["CONFIG_LOADER_ARGS", "CONFIG_LOADER_CLASS", "DISABLE_HOOKS_FOR_PLUGINS", "HOOKS"]

@@ -5,9 +5,6 @@ resumed, and must end with the adapter of one uninterrupted process on the same 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,7 +26,6 @@ from gemma_pipeline.training.data import (
 from gemma_pipeline.training.recipe import micro_batching
 from gemma_pipeline.training.run import train_adapter
 
-WORKER = Path(__file__).resolve().parents[1] / "data_parallel_worker.py"
 #: Equal within float32 rounding. Measured: 0.0 (the two processes' gradients are summed in the
 #: order one process accumulates them, and the x2 / 2 of the all-reduce mean is exact).
 ADAPTER_TOLERANCE = 1e-6
@@ -185,27 +181,8 @@ def _params(checkpoint_dir: Path, lora_dropout: float = 0.1) -> dict:
     )
 
 
-def launch(nproc: int, worker_args: list[str], cwd: Path, timeout: int = 600):
-    """``torchrun --standalone --nproc_per_node nproc`` on the worker (gloo on the CPU), one
-    thread per process: 2 processes on 2 cores."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        str(nproc),
-        str(WORKER),
-        *worker_args,
-    ]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_two_processes_train_the_one_process_adapter_and_resume_exactly(
-    tmp_path, tiny_model_dir, tiny_tokenizer
+    tmp_path, tiny_model_dir, tiny_tokenizer, data_parallel_launch
 ):
     # 33 rows, 8 a step: 5 steps an epoch, the 5th of one row (process 1 trains a filler).
     rows = Dataset.from_list(_rows(tiny_tokenizer, extra=1))
@@ -226,7 +203,9 @@ def test_two_processes_train_the_one_process_adapter_and_resume_exactly(
             {"name": "resumed", "params": _params(run / "resumed"), "interrupt_at": 8},
         ],
     }
-    result = launch(2, [str(tmp_path), str(run), "train", json.dumps(spec)], cwd=tmp_path)
+    result = data_parallel_launch(
+        2, [str(tmp_path), str(run), "train", json.dumps(spec)], cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     history = {
         name: json.loads((run / name / "history.json").read_text())
