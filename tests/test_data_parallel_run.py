@@ -22,25 +22,10 @@ from gemma_pipeline.inference.project import Project
 from gemma_pipeline.pipeline_registry import register_pipelines
 from gemma_pipeline.training.run import train_adapter
 
-#: The training pipeline's outputs: each must hold exactly one version after the launch.
-TRAINING_OUTPUTS = {
-    "questions",
-    "rejected_rows",
-    "ingest_summary",
-    "benchmark_questions",
-    "benchmark_rejected_rows",
-    "prompts",
-    "tokenized",
-    "adapter",
-    "train_metrics",
-    "loss_curve",
-}
 
-
-def test_a_kedro_run_launched_as_two_processes_is_one_run(
-    tiny_project_files, tmp_path, data_parallel_launch
-):
-    root = tiny_project_files(tmp_path / "project")
+def launch_kedro_run(root, tmp_path, launch, pipeline: str) -> Project:
+    """`kedro run --env tiny --pipeline <pipeline>` as 2 processes; checks that it is one run:
+    one version of each dataset it writes, one W&B run, no write at all by rank 1."""
     tiny = root / "conf" / "tiny" / "parameters_tiny.yml"
     params = yaml.safe_load(tiny.read_text())
     params["tracking"] = {"mode": "offline"}  # W&B writes its run's files: rank 0 alone must
@@ -48,27 +33,35 @@ def test_a_kedro_run_launched_as_two_processes_is_one_run(
     env = {key: value for key, value in os.environ.items() if key != "WANDB_MODE"}
     audit = tmp_path / "audit"
     audit.mkdir()
-    command = ["kedro", "run", "--env", "tiny", "--pipeline", "training"]
-    result = data_parallel_launch(2, [str(audit), str(root), *command], cwd=root, env=env)
+    command = ["kedro", "run", "--env", "tiny", "--pipeline", pipeline]
+    result = launch(2, [str(audit), str(root), *command], cwd=root, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
 
     project = Project.load(root, "tiny")
-    versioned = [name for name, entry in project.catalog_config.items() if entry.get("versioned")]
+    versioned = {name for name, entry in project.catalog_config.items() if entry.get("versioned")}
     written = {name for name in versioned if project.versions(name)}
-    assert written == TRAINING_OUTPUTS
+    assert written == versioned & register_pipelines()[pipeline].all_outputs()
     assert {name: len(project.versions(name)) for name in written} == dict.fromkeys(written, 1)
     wandb_runs = list((root / "data" / "09_tracking" / "wandb").glob("offline-run-*"))
     assert len(wandb_runs) == 1, wandb_runs
     writes = {rank: json.loads((audit / f"rank{rank}.json").read_text()) for rank in (0, 1)}
     assert writes[1] == []
     assert any("/data/06_models/adapter/" in write for write in writes[0])
-
     metrics = project.artifact("train_metrics")
     assert metrics["setup"]["processes"] == 2
+    # conf/demo's 8 examples a step: 4 on each process
     assert (metrics["setup"]["micro_batch"], metrics["setup"]["gradient_accumulation_steps"]) == (
         4,
         1,
-    )  # conf/demo's 8 examples a step: 4 on each process
+    )
+    return project
+
+
+def test_a_kedro_run_launched_as_two_processes_is_one_run(
+    tiny_project_files, tmp_path, data_parallel_launch
+):
+    root = tiny_project_files(tmp_path / "project")
+    project = launch_kedro_run(root, tmp_path, data_parallel_launch, "training")
     one, _ = train_adapter(
         project.artifact("tokenized")["train"],
         project.params("train_qlora").model_copy(
@@ -82,6 +75,16 @@ def test_a_kedro_run_launched_as_two_processes_is_one_run(
     difference = max((got[name] - expected[name]).abs().max().item() for name in expected)
     print(f"max abs difference of the adapters, 2 processes vs 1: {difference:.3g}")
     assert difference <= 1e-6
+
+
+@pytest.mark.slow
+def test_the_whole_default_run_launched_as_two_processes_is_one_run(
+    tiny_project_files, tmp_path, data_parallel_launch
+):
+    # Rank 1 stops after training; rank 0 goes on to evaluate, export and report alone.
+    root = tiny_project_files(tmp_path / "project")
+    project = launch_kedro_run(root, tmp_path, data_parallel_launch, "__default__")
+    assert project.artifact("report_md").startswith("#")
 
 
 def _node(name: str, inputs: list[str], outputs: list[str]) -> Node:
