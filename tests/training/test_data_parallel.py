@@ -1,6 +1,7 @@
 """Issue 15: train_qlora data-parallel (DDP). How each optimizer step's examples are shared by
-the processes, and a real 2-process launch (torchrun, gloo, the tiny model) that is killed,
-resumed, and must end with the adapter of one uninterrupted process on the same global batch."""
+the processes, and a real 2-process launch (accelerate launch with conf/accelerate/ddp.yaml,
+gloo, the tiny model) that must train the adapter of one process on the same global batch, and
+that is killed and resumed to the adapter of the uninterrupted launch."""
 
 from __future__ import annotations
 
@@ -203,9 +204,9 @@ def test_two_processes_train_the_one_process_adapter_and_resume_exactly(
             {"name": "resumed", "params": _params(run / "resumed"), "interrupt_at": 8},
         ],
     }
-    result = data_parallel_launch(
-        2, [str(tmp_path), str(run), "train", json.dumps(spec)], cwd=tmp_path
-    )
+    # accelerate's launcher with the project's config (the Kedro run's test uses torchrun).
+    worker_args = [str(tmp_path), str(run), "train", json.dumps(spec)]
+    result = data_parallel_launch(2, worker_args, cwd=tmp_path, launcher="accelerate")
     assert result.returncode == 0, result.stderr[-4000:]
     history = {
         name: json.loads((run / name / "history.json").read_text())
