@@ -86,7 +86,8 @@ def build_trainer(
     processes = world_size()
     micro_batch, accumulation = micro_batching(params, processes)
     logger.info(
-        "%d examples per optimizer step over %d process(es): %d micro-batch(es) of <= %d rows each",
+        "%d examples per optimizer step over %d process(es): each trains %d micro-batch(es) "
+        "of <= %d rows",
         params.examples_per_step,
         processes,
         accumulation,
