@@ -1,5 +1,5 @@
-"""Issues 5 and 13: QLoRA training throughput on one GPU, the seed's recipe (``padded``) against
-``packed`` and variants of it.
+"""Issues 5, 13 and 15: QLoRA training throughput, the seed's recipe (``padded``) against
+``packed`` and variants of it on one GPU, and each of them data-parallel on N GPUs against 1.
 
 Builds the Gemma-2-2B architecture with random weights, quantizes it to NF4 (double quant) and
 trains LoRA through the project's own trainer (``build_trainer``, recipe and LoRA settings from
@@ -36,10 +36,19 @@ What is measured, and how:
   the temperature; and, from NVML sampled every 0.1 s, each step's mean GPU busy share (well
   below 100%: the step waits on the host) and its mean and lowest SM clock. Guarded: on the CPU,
   or without pynvml, the device fields are simply absent.
-- **Lanes.** ``--gpus K`` runs up to K workers at once, each alone on its own GPU
+- **Lanes.** ``--lanes K`` runs up to K one-GPU workers at once, each alone on its own GPU
   (``CUDA_VISIBLE_DEVICES``), for machines with several GPUs. Workers then share the host's CPUs,
   disk and power budget, so a launch-bound run (the seed) may run slower than alone: a ratio
-  meant as a claim is best confirmed with ``--gpus 1``. Each run records its GPU.
+  meant as a claim is best confirmed with ``--lanes 1``. Each run records its GPU.
+- **Data-parallel, N GPUs against 1** (issue 15). ``--gpus N`` measures every entry twice per
+  repeat: ``NAME@N``, the worker launched by torchrun as N processes (DDP, one GPU each, the
+  step's 32 examples shared: ``micro_batching``), and ``NAME@1``, one process on one GPU with the
+  same micro-batch per GPU, accumulating N times as many (e.g. packed: 2 GPUs x 16 rows against
+  1 GPU x 16 rows x 2). Real tokens/s counts every process's tokens over rank 0's step times.
+  Both see the same rows in the same order from the same weights, so they must log the same loss
+  at every step (their largest difference is reported: issue 16's check). The summary gives the
+  speedup of the medians and the scaling efficiency (speedup / N); MFU is per GPU; memory and
+  GPU samples are rank 0's.
 - **Output.** ``--out`` is written again after every worker, so a run cut short keeps what it
   finished. ``--recipe-timeout`` bounds one worker; ``--time-budget`` (seconds since the script
   began its work) stops launching new workers; those not run are listed as such.
@@ -52,9 +61,9 @@ CPU smoke test (tiny model)::
 On the GPU, padded and packed three times each and the candidate variants once each, both
 mixes: 20 workers, about 1,400 GPU-seconds of them (padded ~60 s: ~30 s model build, 7 steps of
 ~4.5 s; packed ~75 s: build, ~40 s compiling in the warm-up, 7 steps of ~0.6 s), plus about a
-minute for the equality check and the model; about 7.5-8 minutes on 4 H200s (``--gpus 4``)::
+minute for the equality check and the model; about 7.5-8 minutes on 4 H200s (``--lanes 4``)::
 
-    python benchmarks/train_throughput.py --gpus 4 --length-mix real short \\
+    python benchmarks/train_throughput.py --lanes 4 --length-mix real short \\
         --recipes padded packed --repeats 3 --variant-repeats 1 --steps 4 --warmup 3 \\
         --variant fused:optim=adamw_torch_fused \\
         --variant "nockpt-8x4:gradient_checkpointing=false,per_device_train_batch_size=8,\\
@@ -73,9 +82,20 @@ minute for the equality check and the model; about 7.5-8 minutes on 4 H200s (``-
   leaves room for about 900 tokens per micro-batch, so expect these to exceed it (their peak is
   reported; only the speed side of the trade is learnt from them).
 
-On one H200 (``--gpus 1``, the default) workers run one after another, so about six fit in eight
-minutes: e.g. ``--length-mix real --repeats 3`` (padded and packed, ~8 min), or
+On one H200 (``--lanes 1``, the default) workers run one after another, so about six fit in
+eight minutes: e.g. ``--length-mix real --repeats 3`` (padded and packed, ~8 min), or
 ``--length-mix real short --repeats 1 --variant fused:optim=adamw_torch_fused``.
+
+Data-parallel, on a machine with 2 GPUs (``--gpus 4`` / ``--gpus 8`` the same way; N must divide
+the 32 examples of a step). The default recipe, 2 x 3 workers, each ~75 s (build, compile)::
+
+    python benchmarks/train_throughput.py --gpus 2 --recipes packed --length-mix real \
+        --repeats 3 --steps 4 --warmup 3 --recipe-timeout 200 --out $OUT/train_ddp.json
+
+CPU smoke test of that path (2 gloo processes on the tiny model)::
+
+    python benchmarks/train_throughput.py --tiny --gpus 2 --recipes packed --steps 2 \
+        --warmup 1 --repeats 1
 """
 
 from __future__ import annotations
@@ -105,6 +125,7 @@ from tokenizers import Tokenizer, models
 from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast, TrainerCallback
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
+from gemma_pipeline.distributed import is_main_process, world_size
 from gemma_pipeline.prompting import IGNORE_INDEX
 from gemma_pipeline.training.data import (
     CompletionCollator,
@@ -116,6 +137,7 @@ from gemma_pipeline.training.kernels import (
     allow_shape_changes,
     apply_fused_kernels,
 )
+from gemma_pipeline.training.recipe import micro_batching
 from gemma_pipeline.training.run import build_trainer
 from gemma_pipeline.training.trainer import selective_causal_lm_loss
 
@@ -467,6 +489,11 @@ def run_recipe(
     seconds = sum(timed)
     real = sum(tokens[step][0] for step in range(warmup, total))
     padded = sum(tokens[step][1] for step in range(warmup, total))
+    processes = world_size()
+    if processes > 1:  # a data-parallel step trains every process's tokens
+        counted = torch.tensor([real, padded], dtype=torch.long, device=trainer.args.device)
+        torch.distributed.all_reduce(counted)
+        real, padded = counted.tolist()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     gib = 2**30
     keys = clock.samples[-1] if clock.samples else {}
@@ -478,6 +505,7 @@ def run_recipe(
         "overrides": overrides or {},
         "length_mix": mix,
         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") if _cuda() else None,
+        "processes": processes,  # timing, memory and GPU samples are rank 0's
         "setup": setup["setup"] | {"params": None},
         "examples_per_step": params.examples_per_step,
         "timed_steps": steps,
@@ -568,6 +596,80 @@ def versions() -> dict[str, str]:
     return found
 
 
+def data_parallel_entries(entries: list[dict[str, Any]], gpus: int) -> list[dict[str, Any]]:
+    """Each entry twice: ``NAME@N``, trained by ``gpus`` processes as configured, and
+    ``NAME@1``, one process with the same micro-batch per process and the same examples per
+    optimizer step (it accumulates ``gpus`` times as many micro-batches). Same data and seed:
+    the two must log the same loss at every step."""
+    found = []
+    for entry in entries:
+        params = recipe_params(entry["recipe"], 1, "unused", entry["overrides"])
+        micro_batch, per_process = micro_batching(params, gpus)
+        if micro_batch * per_process * gpus != params.examples_per_step:
+            raise ValueError(
+                f"{entry['name']}: {params.examples_per_step} examples per optimizer step do not "
+                f"split into {gpus} equal shares of equal micro-batches; choose --gpus dividing it"
+            )
+        single = {
+            "per_device_train_batch_size": micro_batch,
+            "gradient_accumulation_steps": per_process * gpus,
+        }
+        found.append(
+            entry
+            | {
+                "name": f"{entry['name']}@1",
+                "processes": 1,
+                "overrides": entry["overrides"] | single,
+                "compares": entry["name"],
+            }
+        )
+        found.append(
+            entry
+            | {"name": f"{entry['name']}@{gpus}", "processes": gpus, "compares": entry["name"]}
+        )
+    return found
+
+
+def data_parallel_comparison(results: dict[str, Any]) -> dict[str, Any]:
+    """Per mix and entry: real tokens/s on N GPUs against 1 (medians), the scaling efficiency
+    (that ratio / N), and the per-step losses of the first run of each, with their largest
+    difference."""
+    found: dict[str, Any] = {}
+    for mix, by_entry in results["summary"].items():
+        found[mix] = {}
+        for entry in results["entries"]:
+            if entry.get("processes", 1) == 1:
+                continue
+            single = f"{entry['compares']}@1"
+            one, many = by_entry.get(single, {}), by_entry.get(entry["name"], {})
+            compared: dict[str, Any] = {"processes": entry["processes"]}
+            if "real_tokens_per_s" in one and "real_tokens_per_s" in many:
+                speedup = many["real_tokens_per_s"]["median"] / one["real_tokens_per_s"]["median"]
+                compared |= {
+                    "one_gpu_real_tokens_per_s": one["real_tokens_per_s"]["median"],
+                    "real_tokens_per_s": many["real_tokens_per_s"]["median"],
+                    "speedup": speedup,
+                    "scaling_efficiency": speedup / entry["processes"],
+                }
+            losses = {}
+            for name in (single, entry["name"]):
+                runs = [
+                    run
+                    for run in results["runs"]
+                    if run["mix"] == mix and run["name"] == name and "losses" in run
+                ]
+                if runs:
+                    losses[name] = min(runs, key=lambda run: run["repeat"])["losses"]
+            if len(losses) == 2:
+                first, second = losses.values()
+                compared["losses"] = losses
+                compared["max_abs_loss_difference"] = max(
+                    (abs(a - b) for a, b in zip(first, second, strict=False)), default=None
+                )
+            found[mix][entry["compares"]] = compared
+    return found
+
+
 def plan_jobs(
     entries: list[dict[str, Any]], mixes: list[str], repeats: int, variant_repeats: int
 ) -> list[dict[str, Any]]:
@@ -638,12 +740,25 @@ def run_jobs(
                     print(stderr[-6000:], file=sys.stderr)
                     result = {"error": f"exit {process.returncode}", "stderr_tail": stderr[-3000:]}
                 else:
-                    try:
-                        result = json.loads(stdout.strip().splitlines()[-1])
-                    except (json.JSONDecodeError, IndexError):
-                        result = {"error": "no JSON line", "stdout_tail": stdout[-3000:]}
+                    result = last_json_object(stdout) or {
+                        "error": "no JSON line",
+                        "stdout_tail": stdout[-3000:],
+                    }
                 result["wall_seconds"] = time.monotonic() - started
                 on_done(job, result)
+
+
+def last_json_object(text: str) -> dict[str, Any] | None:
+    """The last line of ``text`` that is a JSON object: a data-parallel worker's rank 0 prints
+    it, and another process may print after it."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            found = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return None
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -671,7 +786,8 @@ def summarize(runs: list[dict[str, Any]], parameters: int) -> dict[str, Any]:
         "run_step_seconds_median": [statistics.median(run["timed_step_seconds"]) for run in done],
         "peak_allocated_gib": max(peaks) if peaks else None,
         "peak_reserved_gib": max(reserved) if reserved else None,
-        "mfu": 6 * parameters * rate["median"] / BF16_PEAK_FLOPS,
+        # Per GPU: a data-parallel run's tokens are shared by its processes.
+        "mfu": 6 * parameters * rate["median"] / BF16_PEAK_FLOPS / done[0].get("processes", 1),
         "loss_first_last": [done[0]["losses"][0], done[0]["losses"][-1]],
     }
     return summary
@@ -718,12 +834,20 @@ def collate(results: dict[str, Any]) -> None:
         }
         results["summary"][mix] = by_entry
         results["speedup_real_tokens"][mix] = speedups(by_entry)
+    if any(entry.get("processes", 1) > 1 for entry in results["entries"]):
+        results["data_parallel"] = data_parallel_comparison(results)
 
 
 def worker_command(job: dict[str, Any], model_dir: str, args: argparse.Namespace) -> list[str]:
+    """The worker, alone or, for a data-parallel job, as ``processes`` processes launched by
+    torchrun (``torch.distributed.run``): the launcher a user would run it with."""
     spec = {key: job[key] for key in ("recipe", "overrides", "mix")} | {"model_dir": model_dir}
+    launcher = [sys.executable]
+    if job.get("processes", 1) > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone"]
+        launcher += ["--nproc_per_node", str(job["processes"])]
     return [
-        sys.executable,
+        *launcher,
         __file__,
         "--steps",
         str(args.steps),
@@ -768,7 +892,13 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compiles)")
-    parser.add_argument("--gpus", type=int, default=1, help="workers at once, one per GPU")
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=1,
+        help="N > 1: each entry data-parallel on N GPUs (torchrun) and on 1, same micro-batch",
+    )
+    parser.add_argument("--lanes", type=int, default=1, help="workers at once, one per GPU")
     parser.add_argument("--tiny", action="store_true", help="tiny model: a CPU smoke test")
     parser.add_argument("--recipe-timeout", type=float, default=None, help="seconds per worker")
     parser.add_argument(
@@ -789,7 +919,8 @@ def main() -> None:
             overrides=spec["overrides"],
             mix=spec["mix"],
         )
-        print(json.dumps(measured))
+        if is_main_process():
+            print(json.dumps(measured))
         return
 
     started = time.monotonic()
@@ -799,13 +930,18 @@ def main() -> None:
         entries += [parse_variant(text) | {"variant": True} for text in args.variant]
         for entry in entries:
             check_entry(entry)
+        if args.gpus > 1:
+            entries = data_parallel_entries(entries, args.gpus)
     except ValueError as error:  # pydantic's ValidationError is one
         parser.error(str(error))
     names = [entry["name"] for entry in entries]
     if len(set(names)) != len(names):
         parser.error(f"entry names repeat: {names}")
-    if args.gpus < 1 or (_cuda() and args.gpus > torch.cuda.device_count()):
-        parser.error(f"--gpus {args.gpus}: {torch.cuda.device_count()} GPUs visible")
+    for option, count in (("--gpus", args.gpus), ("--lanes", args.lanes)):
+        if count < 1 or (_cuda() and count > torch.cuda.device_count()):
+            parser.error(f"{option} {count}: {torch.cuda.device_count()} GPUs visible")
+    if args.gpus > 1 and args.lanes > 1:
+        parser.error("--gpus N > 1 runs one worker at a time on all N GPUs: leave --lanes at 1")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be at least 1 and --warmup at least 0")
 
@@ -819,6 +955,7 @@ def main() -> None:
             "repeats": args.repeats,
             "variant_repeats": variant_repeats,
             "gpus": args.gpus,
+            "lanes": args.lanes,
             "length_mixes": args.length_mix,
             "repeats_are": "separate worker processes",
         },
@@ -841,7 +978,7 @@ def main() -> None:
             run = {key: job.get(key) for key in keys} | measured
             if "real_tokens_per_s" in run:
                 flops = 6 * results["parameters"] * run["real_tokens_per_s"]
-                run["mfu"] = flops / BF16_PEAK_FLOPS
+                run["mfu"] = flops / BF16_PEAK_FLOPS / run.get("processes", 1)
             results["runs"].append(run)
             collate(results)
             results["elapsed_seconds"] = time.monotonic() - started
@@ -854,8 +991,8 @@ def main() -> None:
             jobs,
             lambda job: worker_command(job, folder, args),
             on_done,
-            lanes=args.gpus,
-            lane_env=lane_env_for(args.gpus),
+            lanes=args.lanes,
+            lane_env=lane_env_for(args.lanes),
             timeout=args.recipe_timeout,
             deadline=None if args.time_budget is None else started + args.time_budget,
         )
@@ -919,7 +1056,26 @@ def table(results: dict[str, Any]) -> str:
         for run in results["runs"]:  # the seed's variance: every step of every run
             if run["mix"] == mix and run["name"] == "padded" and "step_seconds" in run:
                 lines.append(padded_line(run))
+        lines += data_parallel_lines(results.get("data_parallel", {}).get(mix, {}))
     return "\n".join(lines)
+
+
+def data_parallel_lines(compared: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, entry in compared.items():
+        head = f"{name} on {entry['processes']} GPUs against 1 (same micro-batch per GPU): "
+        if "speedup" in entry:
+            head += (
+                f"{entry['real_tokens_per_s']:,.0f} against "
+                f"{entry['one_gpu_real_tokens_per_s']:,.0f} real tok/s, "
+                f"{entry['speedup']:.2f}x, scaling efficiency {entry['scaling_efficiency']:.0%}"
+            )
+        else:
+            head += "a run failed"
+        if entry.get("max_abs_loss_difference") is not None:
+            head += f"; per-step losses differ by at most {entry['max_abs_loss_difference']:.2g}"
+        lines.append(head)
+    return lines
 
 
 def padded_line(run: dict[str, Any]) -> str:

@@ -18,6 +18,9 @@ import copy
 import io
 import json
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -476,3 +479,46 @@ def tiny_project_files(gemma3_dir):
         return root
 
     return write
+
+
+# --- data-parallel launches ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def data_parallel_launch():
+    """``data_parallel_launch(nproc, worker_args, cwd, env=None, launcher="torchrun")``:
+    tests/data_parallel_worker.py with ``worker_args``, as ``nproc`` processes started by
+    ``torchrun --standalone`` or by ``accelerate launch`` with the project's
+    conf/accelerate/ddp.yaml (gloo on the CPU); one thread per process (2 processes on 2 cores).
+    Returns the finished ``subprocess.CompletedProcess``."""
+    repo = Path(__file__).resolve().parents[1]
+    worker = repo / "tests" / "data_parallel_worker.py"
+
+    def launch(
+        nproc: int,
+        worker_args: list[str],
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        launcher: str = "torchrun",
+    ) -> subprocess.CompletedProcess:
+        if launcher == "torchrun":
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            command += ["--nproc_per_node", str(nproc)]
+        else:
+            with socket.socket() as probe:  # a free port: other launches may hold 29500
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            command = [sys.executable, "-m", "accelerate.commands.launch"]
+            command += ["--config_file", str(repo / "conf" / "accelerate" / "ddp.yaml")]
+            command += ["--num_processes", str(nproc), "--main_process_port", str(port)]
+        env = (os.environ if env is None else env) | {"OMP_NUM_THREADS": "1"}
+        return subprocess.run(
+            [*command, str(worker), *worker_args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
+    return launch

@@ -10,10 +10,11 @@ from typing import Any
 
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
-from kedro.io import CatalogProtocol
+from kedro.io import CatalogProtocol, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from gemma_pipeline.config import ExportParams, TrackingParams, parse_params, validate_all
+from gemma_pipeline.distributed import is_main_process, rank, world_size
 from gemma_pipeline.export.hub import TOKEN_ENV, preflight, token_from
 from gemma_pipeline.provenance import run_metadata, with_pipeline
 from gemma_pipeline.redaction import redact, scrub
@@ -139,6 +140,8 @@ class WandbTrackingHook:
         self, run_params: dict[str, Any], pipeline: Pipeline, catalog: CatalogProtocol
     ) -> None:
         self._finish(exit_code=0)  # a run left open by an interrupted session
+        if not is_main_process():  # a data-parallel launch's other processes only help train
+            return
         api_key = None
         try:
             params = catalog.load("parameters")
@@ -218,3 +221,54 @@ class WandbTrackingHook:
         if self._tracker is not None:
             self._tracker.finish(exit_code=exit_code)
         self._tracker, self._catalog = None, None
+
+
+#: The node that trains data-parallel when the run is launched as several processes.
+TRAINING_NODE = "train_qlora"
+
+
+class _NoReplacingWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Replacing dataset")
+
+
+class DataParallelHook:
+    """A run launched as several processes (``torchrun``, ``accelerate launch``) is one run.
+
+    Every process runs this same ``kedro run``. Rank 0 is the run: it runs every node and writes
+    every artifact, checkpoint, W&B record and the report. A process of rank > 0 only helps
+    train: ``pipeline_registry`` cuts its pipelines to ``train_qlora`` and the nodes it needs,
+    and here its outputs become in-memory datasets, so it writes nothing into ``data/``; it
+    computes the data stages itself (the training library checks that its rows are rank 0's)
+    and ends with training, while rank 0 goes on to evaluate. A run without the training node is
+    refused: each process would run all of it.
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+        processes = world_size()
+        if processes == 1:
+            return
+        if TRAINING_NODE not in {node.name for node in pipeline.nodes}:
+            raise ValueError(
+                f"This run was launched as {processes} processes but has no {TRAINING_NODE} "
+                f"node, the only one that trains data-parallel: every process would run it "
+                f"whole. Run it without torchrun / accelerate launch."
+            )
+        if is_main_process():
+            return
+        outputs = sorted(pipeline.all_outputs())
+        quiet = _NoReplacingWarnings()
+        catalog_logger = logging.getLogger(type(catalog).__module__)
+        catalog_logger.addFilter(quiet)
+        try:
+            for name in outputs:  # "assign": the adapter is not copied on its way out
+                catalog[name] = MemoryDataset(copy_mode="assign")
+        finally:
+            catalog_logger.removeFilter(quiet)
+        logger.info(
+            "Process %d of %d: trains only, keeping its %d outputs in memory (rank 0 saves them)",
+            rank(),
+            processes,
+            len(outputs),
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
+from gemma_pipeline.distributed import rank
 from gemma_pipeline.pipelines import (
     evaluate,
     export,
@@ -39,7 +40,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     results = stages["summarize"] + stages["report"]
     # The report shows the export checks, so an evaluation exports the adapter it scored.
     evaluation = stages["evaluate"] + stages["export"] + results
-    return {
+    registered = {
         **stages,
         "data": data,
         "training": training,
@@ -47,3 +48,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "results": results,
         "__default__": training + evaluation,
     }
+    if rank() > 0:  # another process of a data-parallel launch: it only helps train
+        return {name: training_share(pipeline) for name, pipeline in registered.items()}
+    return registered
+
+
+def training_share(pipeline: Pipeline) -> Pipeline:
+    """What a data-parallel launch's process of rank > 0 runs of ``pipeline``: ``train_qlora``
+    and the nodes it needs, nothing after it (see ``hooks.DataParallelHook``)."""
+    if "train_qlora" not in {node.name for node in pipeline.nodes}:
+        return pipeline  # refused before any node runs
+    return pipeline.to_nodes("train_qlora")

@@ -1,6 +1,8 @@
 """The throughput benchmark's own code path, on a tiny model and short rows (CPU-sized)."""
 
 import importlib.util
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -230,3 +232,83 @@ def test_jobs_run_repeat_major_in_lanes_with_timeouts_and_a_deadline(bench):
         deadline=time.monotonic() - 1,
     )
     assert skipped["late"]["error"].startswith("not run")
+
+
+def test_data_parallel_entries_keep_the_micro_batch_per_gpu_and_the_step(bench):
+    entries = [
+        {"name": "padded", "recipe": "padded", "overrides": {}, "variant": False},
+        {"name": "packed", "recipe": "packed", "overrides": {}, "variant": False},
+    ]
+    found = {entry["name"]: entry for entry in bench.data_parallel_entries(entries, 2)}
+    assert set(found) == {"padded@1", "padded@2", "packed@1", "packed@2"}
+    for name, micro_batch, accumulation in (("packed", 16, 1), ("padded", 4, 4)):
+        one, two = found[f"{name}@1"], found[f"{name}@2"]
+        params = {
+            key: bench.recipe_params(entry["recipe"], 1, "unused", entry["overrides"])
+            for key, entry in (("one", one), ("two", two))
+        }
+        assert params["one"].examples_per_step == params["two"].examples_per_step == 32
+        # The same micro-batch on each GPU; one GPU accumulates twice as many.
+        assert bench.micro_batching(params["two"], 2) == (micro_batch, accumulation)
+        assert bench.micro_batching(params["one"], 1) == (micro_batch, 2 * accumulation)
+        assert (one["processes"], two["processes"]) == (1, 2)
+    args = type("Args", (), {"steps": 1, "warmup": 0})()
+    command = bench.worker_command(found["packed@2"] | {"mix": "real"}, "/m", args)
+    assert command[1:7] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        bench.__file__,
+    ]
+    assert "torch.distributed.run" not in bench.worker_command(
+        found["packed@1"] | {"mix": "real"}, "/m", args
+    )
+    with pytest.raises(ValueError, match="do not split into 3 equal shares"):
+        bench.data_parallel_entries(entries[1:], 3)
+
+
+def test_data_parallel_runs_are_compared_on_speed_and_per_step_loss(bench):
+    results = {
+        "settings": {"length_mixes": ["real"]},
+        "parameters": 1000,
+        "entries": [
+            {"name": "packed@1", "processes": 1, "compares": "packed"},
+            {"name": "packed@2", "processes": 2, "compares": "packed"},
+        ],
+        "runs": [
+            _run("packed@1", "real", 0, 10000.0, [1.0, 1.0], 5.0) | {"losses": [2.0, 1.5]},
+            _run("packed@1", "real", 1, 12000.0, [1.0, 1.0], 5.0) | {"losses": [2.0, 1.5]},
+            _run("packed@2", "real", 0, 19000.0, [0.5, 0.5], 5.0)
+            | {"losses": [2.0, 1.5002], "processes": 2},
+        ],
+    }
+    bench.collate(results)
+    compared = results["data_parallel"]["real"]["packed"]
+    assert compared["speedup"] == pytest.approx(19000 / 11000)
+    assert compared["scaling_efficiency"] == pytest.approx(19000 / 11000 / 2)
+    assert compared["max_abs_loss_difference"] == pytest.approx(2e-4)
+    assert results["summary"]["real"]["packed@2"]["mfu"] == pytest.approx(
+        6 * 1000 * 19000 / bench.BF16_PEAK_FLOPS / 2
+    )
+    (line,) = bench.data_parallel_lines(results["data_parallel"]["real"])
+    assert "19,000 against 11,000 real tok/s, 1.73x, scaling efficiency 86%" in line
+    assert bench.last_json_object('{"a": 1}\nrank 1 said something\n') == {"a": 1}
+    assert bench.last_json_object("no json\n[1, 2]\n") is None
+
+
+@pytest.mark.slow
+def test_the_data_parallel_comparison_runs_on_the_cpu(tmp_path):
+    # Two real launches: torchrun with 2 gloo processes, and one process, on the tiny model.
+    out = tmp_path / "ddp.json"
+    command = [sys.executable, str(SCRIPT), "--tiny", "--gpus", "2", "--recipes", "packed"]
+    command += ["--steps", "2", "--warmup", "1", "--repeats", "1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    compared = json.loads(out.read_text())["data_parallel"]["real"]["packed"]
+    assert compared["processes"] == 2
+    assert compared["real_tokens_per_s"] > 0 and compared["one_gpu_real_tokens_per_s"] > 0
+    assert len(compared["losses"]["packed@2"]) == 3
+    # bf16 weights on the CPU, the step summed in another order: bf16-sized differences
+    assert compared["max_abs_loss_difference"] < 1e-3

@@ -26,5 +26,6 @@ def test_run_sections_in_markdown(train_metrics, ingest_summary, run_metadata, r
         "| heldout_metrics | 2026-01-02T03.04.05.678Z | written by this run |",
         "| bitsandbytes | not installed |",
         "| trainable parameters | 10,383,360 |",
+        "| batch per optimizer step | 32 examples: 2 processes × 1 micro-batch of ≤ 16 rows |",
     ):
         assert text in md, text

@@ -1,12 +1,12 @@
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from safetensors.torch import load_file
 
 from gemma_pipeline.config import ModelParams
 from gemma_pipeline.modeling import load_causal_lm
 from gemma_pipeline.training.data import CompletionCollator, GroupShuffleSampler
-from gemma_pipeline.training.run import train_adapter
+from gemma_pipeline.training.run import build_trainer, train_adapter
 from gemma_pipeline.training.trainer import QLoRASFTTrainer, selective_causal_lm_loss
 
 
@@ -122,3 +122,22 @@ def test_tasks_selects_the_training_rows(
             params,
             ModelParams(name_or_path=str(tiny_model_dir)),
         )
+
+
+def test_selecting_tasks_writes_nothing_into_the_tokenized_artifact(
+    tmp_path, tiny_model_dir, tiny_tokenizer
+):
+    # The tokenized artifact is loaded from disk; datasets' filter used to leave a
+    # cache-<hash>.arrow in its folder, on every run and on every data-parallel process.
+    rows = _rows(tiny_tokenizer, n_questions=4).to_list()
+    for index, row in enumerate(rows):
+        row["task"] = "mmlu" if index < 8 else "mathqa"
+    Dataset.from_list(rows).save_to_disk(tmp_path / "tokenized")
+    before = sorted(path.name for path in (tmp_path / "tokenized").iterdir())
+    _, setup = build_trainer(
+        load_from_disk(tmp_path / "tokenized"),
+        _params(tmp_path, tasks=["mmlu"]),
+        ModelParams(name_or_path=str(tiny_model_dir)),
+    )
+    assert setup["train_rows"] == 8
+    assert sorted(path.name for path in (tmp_path / "tokenized").iterdir()) == before

@@ -47,6 +47,20 @@ def _quantization(setup: Mapping[str, Any]) -> str:
     return str(quant.get("quant_method", "yes"))
 
 
+def _batching(setup: Mapping[str, Any]) -> str:
+    """How each optimizer step's examples were computed: over how many data-parallel
+    processes, in how many micro-batches each."""
+    if "examples_per_step" not in setup:
+        return MISSING
+    processes = setup.get("processes", 1)
+    accumulation = setup["gradient_accumulation_steps"]
+    return (
+        f"{setup['examples_per_step']} examples: {processes} "
+        f"process{'es' if processes > 1 else ''} × {accumulation} "
+        f"micro-batch{'es' if accumulation > 1 else ''} of ≤ {setup['micro_batch']} rows"
+    )
+
+
 def _training_blocks(train: Mapping[str, Any]) -> list[Block]:
     if not train:
         return [Heading("Training"), Paragraph("No training metrics.")]
@@ -59,6 +73,7 @@ def _training_blocks(train: Mapping[str, Any]) -> list[Block]:
         ["wall time", _duration(train.get("wall_seconds"))],
         ["trainable parameters", f"{params:,}" if is_number(params) else MISSING],
         ["device", str(setup.get("device", MISSING))],
+        ["batch per optimizer step", _batching(setup)],
         ["quantization", _quantization(setup)],
         ["run fingerprint", Styled(str(train.get("fingerprint", MISSING)), "code")],
     ]

@@ -19,6 +19,8 @@ import torch
 from safetensors import safe_open
 from transformers.trainer_pt_utils import safe_globals
 
+from gemma_pipeline.distributed import is_main_process
+
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -88,7 +90,8 @@ def last_good_checkpoint(output_dir: Path) -> Path | None:
     """The newest ``checkpoint-N`` in ``output_dir`` a run can resume from, or None.
 
     Each newer one that cannot be used is logged with the reason and renamed
-    ``skipped-checkpoint-N`` (kept for inspection, never resumed from or rotated).
+    ``skipped-checkpoint-N`` (kept for inspection, never resumed from or rotated). Under a
+    data-parallel launch only the main process renames; the others skip the same folders.
     """
     if not output_dir.is_dir():
         return None
@@ -100,6 +103,8 @@ def last_good_checkpoint(output_dir: Path) -> Path | None:
         problems = checkpoint_problems(folder)
         if not problems:
             return folder
+        if not is_main_process():
+            continue
         skipped = _free_name(output_dir, SKIPPED_PREFIX + folder.name)
         folder.rename(skipped)
         logger.warning(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+import json
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
+from datasets import Dataset
 from torch.utils.data import Sampler
 
 from gemma_pipeline.prompting import IGNORE_INDEX
@@ -19,7 +24,8 @@ def training_rows(
 
     With ``loss_on="answer_letter"`` the row is cut right after the first completion token (the
     answer letter) and only that token carries a label: the rest of the completion costs a
-    forward pass and teaches nothing the letter-scoring evaluation measures.
+    forward pass and teaches nothing the letter-scoring evaluation measures. A filler row (see
+    ``TrainRows``) carries no label at all.
     """
     rows = []
     for feature in features:
@@ -29,6 +35,8 @@ def training_rows(
             start = int(feature["prompt_length"])
             input_ids = input_ids[: start + 1]
             labels = [IGNORE_INDEX] * start + [input_ids[start]]
+        if feature.get(FILLER):
+            labels = [IGNORE_INDEX] * len(input_ids)
         rows.append((input_ids, labels))
     return rows
 
@@ -131,7 +139,7 @@ class GroupShuffleSampler(Sampler[int]):
     Deterministic in (seed, epoch), so a resumed run sees the same order as an uninterrupted one.
     """
 
-    def __init__(self, group_ids: Sequence[str], seed: int) -> None:
+    def __init__(self, group_ids: Sequence[Hashable], seed: int) -> None:
         self.seed = seed
         self.epoch = 0
         order: dict[str, list[int]] = {}
@@ -149,3 +157,102 @@ class GroupShuffleSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         for position in torch.randperm(len(self.groups), generator=generator).tolist():
             yield from self.groups[position]
+
+
+#: The key that marks a filler row: forward and backward like any row, and no loss.
+FILLER = "filler"
+
+
+class TrainRows(torch.utils.data.Dataset):
+    """The training rows by index; index ``len(rows) + i`` is row ``i`` again, as a filler.
+
+    A data-parallel process that an epoch's last step leaves without a row (fewer rows than
+    processes) trains on a filler: it runs the forward and backward every process must run
+    for the step's gradient all-reduce, and adds nothing to the loss or to its token count.
+    """
+
+    def __init__(self, rows: Dataset) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < len(self.rows):
+            return self.rows[index]
+        return {**self.rows[index - len(self.rows)], FILLER: True}
+
+
+def step_micro_batches(
+    step: Sequence[int], micro_batch: int, processes: int, filler_offset: int
+) -> list[list[int]]:
+    """One optimizer step's rows as ``processes × k`` micro-batches, micro-batch ``j`` for
+    process ``j mod processes``.
+
+    ``k`` is the fewest micro-batches of at most ``micro_batch`` rows per process; the rows are
+    cut in order into micro-batches whose sizes differ by at most one, so a group of adjacent
+    rows stays whole wherever a single process would keep it whole. Where the step has fewer
+    rows than micro-batches, the missing ones are fillers (``filler_offset`` + a row of the step).
+    """
+    per_process = -(-len(step) // (processes * micro_batch))
+    count = processes * per_process
+    size, extra = divmod(len(step), count)
+    batches, start = [], 0
+    for j in range(count):
+        end = start + size + (j < extra)
+        batches.append(list(step[start:end]) or [filler_offset + step[0]])
+        start = end
+    return batches
+
+
+class StepBatches(Sampler[list[int]]):
+    """Every optimizer step's micro-batches, for ``processes`` data-parallel processes.
+
+    An epoch's order (a ``GroupShuffleSampler``'s) is cut into steps of ``examples_per_step``
+    rows (the epoch's last may have fewer), each step by ``step_micro_batches``. accelerate's
+    ``BatchSamplerShard`` deals these out round-robin, micro-batch ``j`` to process ``j mod N``,
+    so the processes together train each step on exactly the rows one process would, every row
+    once per epoch, and no process ever gets a micro-batch of another step. ``batch_size`` is
+    deliberately absent: accelerate then deals micro-batches of any size and pads nothing.
+    """
+
+    def __init__(
+        self, order: Sampler[int], examples_per_step: int, micro_batch: int, processes: int = 1
+    ) -> None:
+        self.order = order
+        self.examples_per_step = examples_per_step
+        self.micro_batch = micro_batch
+        self.processes = processes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def _steps(self, indices: Sequence[int]) -> Iterator[list[list[int]]]:
+        for start in range(0, len(indices), self.examples_per_step):
+            step = indices[start : start + self.examples_per_step]
+            yield step_micro_batches(step, self.micro_batch, self.processes, len(self.order))
+
+    def __len__(self) -> int:
+        return sum(len(step) for step in self._steps(range(len(self.order))))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in self._steps(list(self.order)):
+            yield from step
+
+
+def rows_digest(rows: Dataset) -> str:
+    """A hash of the rows' content, in order (not of how ``datasets`` stores them): equal on
+    two processes exactly when they hold the same training rows."""
+    digest = hashlib.sha1()
+    for batch in rows.with_format("arrow").iter(batch_size=8192):
+        for name in sorted(batch.column_names):
+            column = batch.column(name).combine_chunks()
+            digest.update(f"{name}:{column.type}".encode())
+            if pa.types.is_list(column.type) and pa.types.is_integer(column.type.value_type):
+                digest.update(pc.list_value_length(column).to_numpy().tobytes())
+                digest.update(pc.list_flatten(column).to_numpy().tobytes())
+            elif pa.types.is_integer(column.type):
+                digest.update(column.to_numpy().tobytes())
+            else:
+                digest.update(json.dumps(column.to_pylist(), default=str).encode())
+    return digest.hexdigest()

@@ -23,11 +23,21 @@ PADDED_MICRO_BATCH = 4
 PADDED_PAD_TO = 512
 
 
-def micro_batching(params: TrainQloraParams) -> tuple[int, int]:
-    """(rows per micro-batch, micro-batches per optimizer step) of the recipe."""
+def micro_batching(params: TrainQloraParams, processes: int = 1) -> tuple[int, int]:
+    """(rows per micro-batch, micro-batches per optimizer step) of one of ``processes``
+    data-parallel processes.
+
+    The optimizer step keeps ``examples_per_step`` examples (32) however many processes share
+    it: each process takes its share, in micro-batches no larger than the recipe's, and the
+    gradient all-reduce averages the shares back into the one step. So 2 processes halve each
+    process's accumulation, or, with one micro-batch a step, its micro-batch.
+    """
+    largest = params.per_device_train_batch_size
     if params.recipe == "padded":
-        return PADDED_MICRO_BATCH, params.examples_per_step // PADDED_MICRO_BATCH
-    return params.per_device_train_batch_size, params.gradient_accumulation_steps
+        largest = PADDED_MICRO_BATCH
+    share = -(-params.examples_per_step // processes)
+    per_process = -(-share // largest)
+    return -(-share // per_process), per_process
 
 
 def get_collator(
@@ -56,9 +66,11 @@ def run_fingerprint(params: TrainQloraParams, model_name: str, data_fingerprint:
     return hashlib.sha1(payload.encode()).hexdigest()[:12]
 
 
-def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[str]) -> SFTConfig:
+def get_sft_config(
+    params: TrainQloraParams, output_dir: Path, report_to: list[str], processes: int = 1
+) -> SFTConfig:
     on_gpu = compute_device() == "cuda"
-    micro_batch, accumulation = micro_batching(params)
+    micro_batch, accumulation = micro_batching(params, processes)
     optim = params.optim
     if not on_gpu and "8bit" in optim:
         # paged/8-bit optimizers are CUDA kernels; the CPU falls back to the same AdamW in 32 bit.
@@ -79,8 +91,13 @@ def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[s
         max_steps=params.max_steps,
         optim=optim,
         bf16=params.bf16 and on_gpu,
+        # Without it, processes launched on a machine with no GPU would each train alone.
+        use_cpu=not on_gpu,
         gradient_checkpointing=params.gradient_checkpointing,
+        # Reentrant checkpointing runs the backward of a layer outside DDP's view of it.
         gradient_checkpointing_kwargs={"use_reentrant": False},
+        # Every LoRA weight gets a gradient every step: no search for unused ones.
+        ddp_find_unused_parameters=False,
         logging_steps=params.logging_steps,
         save_strategy="steps",
         save_steps=params.save_steps,
@@ -95,15 +112,17 @@ def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[s
 
 
 def describe(
-    params: TrainQloraParams, quantization: Any, device: str, attention: str
+    params: TrainQloraParams, quantization: Any, device: str, attention: str, processes: int = 1
 ) -> dict[str, Any]:
     """The settings a run actually used, for the metrics JSON and the report."""
-    micro_batch, accumulation = micro_batching(params)
+    micro_batch, accumulation = micro_batching(params, processes)
     return {
         "device": device,
         "attention": attention,
-        "micro_batch": micro_batch,
-        "gradient_accumulation_steps": accumulation,
+        "processes": processes,
+        "examples_per_step": params.examples_per_step,
+        "micro_batch": micro_batch,  # per process
+        "gradient_accumulation_steps": accumulation,  # per process
         "quantization": quantization.to_dict() if quantization is not None else None,
         "params": params.model_dump(),
     }

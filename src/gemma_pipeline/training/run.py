@@ -15,16 +15,19 @@ from transformers import TrainerState, set_seed
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
+from gemma_pipeline.distributed import check_same_on_every_process, world_size
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
 from gemma_pipeline.modeling.quantization import compute_device, get_quantization_config
 
 from .checkpoints import checkpoint_step, last_good_checkpoint
+from .data import rows_digest
 from .kernels import PACKED_ATTENTION, allow_shape_changes, apply_fused_kernels
 from .recipe import (
     describe,
     get_collator,
     get_peft_config,
     get_sft_config,
+    micro_batching,
     run_fingerprint,
 )
 from .trainer import QLoRASFTTrainer
@@ -43,7 +46,10 @@ def build_trainer(
     set_seed(params.seed)
     if params.tasks is not None:
         wanted = set(params.tasks)
-        train_dataset = train_dataset.filter(lambda row: row["task"] in wanted, desc="tasks")
+        # In memory: a cache file would be written into the tokenized artifact's folder.
+        train_dataset = train_dataset.filter(
+            lambda row: row["task"] in wanted, desc="tasks", keep_in_memory=True
+        )
         if len(train_dataset) == 0:
             raise ValueError(f"train_qlora.tasks {sorted(wanted)} selects no training rows")
     if params.max_train_rows is not None:
@@ -60,7 +66,10 @@ def build_trainer(
     model = model_from_params(model_params, quantization)
     fused = packed_on_gpu and apply_fused_kernels(model)
 
-    fingerprint = run_fingerprint(params, model_params.name_or_path, train_dataset._fingerprint)
+    # The rows' content, not datasets' fingerprint of how they were made: the same on a process
+    # that loaded them from disk and one that tokenized them itself.
+    digest = rows_digest(train_dataset)
+    fingerprint = run_fingerprint(params, model_params.name_or_path, digest)
     output_dir = Path(params.checkpoint_dir) / fingerprint
     resume_from = None
     if params.resume:
@@ -81,24 +90,37 @@ def build_trainer(
         )
 
     group_ids = train_dataset["question_id"] if params.group_rotations else None
+    processes = world_size()
+    micro_batch, accumulation = micro_batching(params, processes)
+    logger.info(
+        "%d examples per optimizer step over %d process(es): each trains %d micro-batch(es) "
+        "of <= %d rows",
+        params.examples_per_step,
+        processes,
+        accumulation,
+        micro_batch,
+    )
     trainer = QLoRASFTTrainer(
         model=model,
-        args=get_sft_config(params, output_dir, report_to or []),
+        args=get_sft_config(params, output_dir, report_to or [], processes),
         train_dataset=train_dataset,
         data_collator=get_collator(
             params, tokenizer.pad_token_id, width_multiple=128 if packed_on_gpu else 1
         ),
         processing_class=tokenizer,
         peft_config=get_peft_config(params),
+        examples_per_step=params.examples_per_step,
+        micro_batch=micro_batching(params)[0],
         group_ids=group_ids,
         recipe=params.recipe,
     )
+    check_same_on_every_process({"training rows": digest, "checkpoint to resume": resume_from})
     setup = {
         "fingerprint": fingerprint,
         "checkpoint_dir": str(output_dir),
         "resumed_from": resume_from,
         "train_rows": len(train_dataset),
-        "setup": describe(params, quantization, device, model_params.attn_implementation)
+        "setup": describe(params, quantization, device, model_params.attn_implementation, processes)
         | {"fused_kernels": fused},
     }
     return trainer, setup
