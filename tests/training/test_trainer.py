@@ -125,18 +125,18 @@ def test_tasks_selects_the_training_rows(
 
 
 def test_selecting_tasks_writes_nothing_into_the_tokenized_artifact(
-    tmp_path, tiny_model_dir, tiny_tokenizer
+    tmp_path, tiny_model_dir, tiny_tokenizer, make_rows, make_params
 ):
     # The tokenized artifact is loaded from disk; datasets' filter used to leave a
     # cache-<hash>.arrow in its folder, on every run and on every data-parallel process.
-    rows = _rows(tiny_tokenizer, n_questions=4).to_list()
+    rows = make_rows(tiny_tokenizer, n_questions=4).to_list()
     for index, row in enumerate(rows):
         row["task"] = "mmlu" if index < 8 else "mathqa"
     Dataset.from_list(rows).save_to_disk(tmp_path / "tokenized")
     before = sorted(path.name for path in (tmp_path / "tokenized").iterdir())
     _, setup = build_trainer(
         load_from_disk(tmp_path / "tokenized"),
-        _params(tmp_path, tasks=["mmlu"]),
+        make_params(tmp_path, tasks=["mmlu"]),
         ModelParams(name_or_path=str(tiny_model_dir)),
     )
     assert setup["train_rows"] == 8
