@@ -78,7 +78,9 @@ def get_sft_config(params: TrainQloraParams, output_dir: Path, report_to: list[s
         num_train_epochs=params.num_train_epochs,
         max_steps=params.max_steps,
         optim=optim,
-        bf16=params.bf16 and on_gpu,
+        # Resolved by modeling.capability (build_trainer): never "auto" here.
+        bf16=params.bf16 is True and on_gpu,
+        fp16=params.fp16 is True and on_gpu,
         gradient_checkpointing=params.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         logging_steps=params.logging_steps,

@@ -13,6 +13,7 @@ from gemma_pipeline.modeling.heads import project_to_logits, run_backbone
 from gemma_pipeline.prompting import IGNORE_INDEX
 
 from .data import GroupShuffleSampler
+from .kernels import keep_norms_in_float32
 
 
 def selective_causal_lm_loss(
@@ -58,6 +59,13 @@ class QLoRASFTTrainer(SFTTrainer):
         self._group_ids = group_ids
         self._recipe = recipe
         super().__init__(*args, **kwargs)
+        if self.args.fp16:
+            # TRL casts QLoRA adapters to bf16; fp16 mixed precision needs float32 master
+            # weights (loss scaling unscales their gradients, and fp16 steps would round away).
+            for parameter in self.model.parameters():
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.float()
+            keep_norms_in_float32(self.model)
 
     def _get_train_sampler(self, train_dataset=None):
         if self._group_ids is None:
