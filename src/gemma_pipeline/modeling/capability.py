@@ -145,8 +145,8 @@ def choose_training_setup(
         compute_dtype = "float16" if fp16 else compute_dtype_for(device)
     weights_dtype = model_params.dtype
     if fp16 and weights_dtype != "float32":
-        # fp16 master weights would make GradScaler refuse them, and an fp16 residual stream
-        # overflows in Gemma-2; in float32 only the matmuls run in fp16 (autocast).
+        # An fp16 residual stream overflows in Gemma-2 (tests/training/test_fp16.py); with
+        # float32 weights it stays float32 and autocast runs only the matmuls in fp16.
         reasons.append(f"unquantized weights in float32, not {weights_dtype}: fp16 overflows")
         weights_dtype = "float32"
 
