@@ -96,6 +96,15 @@ CPU smoke test of that path (2 gloo processes on the tiny model)::
 
     python benchmarks/train_throughput.py --tiny --gpus 2 --recipes packed --steps 2 \
         --warmup 1 --repeats 1
+
+Pre-Ampere (issue 17): ``GEMMA_PIPELINE_DEVICE_CAPABILITY=7.5`` makes every worker, and the
+equality check, choose what a T4 gets (``gemma_pipeline.modeling.capability``: fp16 with loss
+scaling, float16 4-bit compute, float32 unquantized weights, eager attention, no Liger). On an
+H200 its speed is not a T4's; it shows that recipe trains, its losses and its peak memory::
+
+    GEMMA_PIPELINE_DEVICE_CAPABILITY=7.5 python benchmarks/train_throughput.py \
+        --length-mix real --recipes padded packed --repeats 1 --steps 4 --warmup 3 \
+        --out $OUT/train_throughput_pre_ampere.json
 """
 
 from __future__ import annotations
@@ -126,17 +135,14 @@ from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFas
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.distributed import is_main_process, world_size
+from gemma_pipeline.modeling.capability import packed_attention, probe_device
 from gemma_pipeline.prompting import IGNORE_INDEX
 from gemma_pipeline.training.data import (
     CompletionCollator,
     PackingCollator,
     real_token_count,
 )
-from gemma_pipeline.training.kernels import (
-    PACKED_ATTENTION,
-    allow_shape_changes,
-    apply_fused_kernels,
-)
+from gemma_pipeline.training.kernels import allow_shape_changes, apply_fused_kernels
 from gemma_pipeline.training.recipe import micro_batching
 from gemma_pipeline.training.run import build_trainer
 from gemma_pipeline.training.trainer import selective_causal_lm_loss
@@ -554,10 +560,12 @@ def check_packed_matches_padded(tiny: bool) -> dict[str, Any]:
     expected = reference(**padded, use_cache=False).loss
     expected_grads = torch.autograd.grad(expected, list(reference.parameters()))
     # After the reference: Liger's RoPE patch is module-wide and would reach it too.
-    fused = _cuda() and apply_fused_kernels(packed_model)
-    if _cuda():  # the packed recipe's attention on the GPU
+    # The packed recipe's kernels on this device (GEMMA_PIPELINE_DEVICE_CAPABILITY applies).
+    ampere = probe_device().ampere_or_newer
+    fused = ampere and apply_fused_kernels(packed_model)
+    if ampere:
         allow_shape_changes()
-        packed_model.set_attn_implementation(PACKED_ATTENTION["cuda"])
+        packed_model.set_attn_implementation(packed_attention(probe_device()))
     got = selective_causal_lm_loss(
         packed_model,
         packed["input_ids"],

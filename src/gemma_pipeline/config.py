@@ -157,7 +157,8 @@ class QuantizationParams(StrictModel):
     load_in_4bit: bool = True
     quant_type: Literal["nf4", "fp4"] = "nf4"
     double_quant: bool = True  # quantizes the quantization constants too: ~0.4 bit/param saved
-    compute_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    # auto: bfloat16, or float16 where the GPU has no bf16 tensor cores (modeling/capability.py).
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
 class LoraParams(StrictModel):
@@ -195,7 +196,10 @@ class TrainQloraParams(StrictModel):
     num_train_epochs: float = Field(default=3, gt=0)
     max_steps: int = Field(default=-1, ge=-1)  # -1: num_train_epochs decides; > 0 overrides it
     optim: str = "paged_adamw_8bit"
-    bf16: bool = True
+    # Mixed precision. auto: bf16 on Ampere and newer GPUs, fp16 with loss scaling on older
+    # ones (T4), none on the CPU (modeling/capability.py); true where the device cannot fails.
+    bf16: bool | Literal["auto"] = "auto"
+    fp16: bool | Literal["auto"] = "auto"
     gradient_checkpointing: bool = True  # ~30% slower steps for far less activation memory
     logging_steps: int = Field(default=10, gt=0)
     save_steps: int = Field(default=100, gt=0)
@@ -221,6 +225,12 @@ class TrainQloraParams(StrictModel):
     def _max_steps_is_a_count_or_unset(self) -> TrainQloraParams:
         if self.max_steps == 0:
             raise ValueError("max_steps: -1 (num_train_epochs decides) or a positive step count")
+        return self
+
+    @model_validator(mode="after")
+    def _one_mixed_precision(self) -> TrainQloraParams:
+        if self.bf16 is True and self.fp16 is True:
+            raise ValueError("bf16 and fp16 are both true: choose one (or auto)")
         return self
 
     @model_validator(mode="after")

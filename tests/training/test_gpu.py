@@ -1,17 +1,23 @@
 """The CUDA recipe: 4-bit NF4 with double quantization, bf16 compute, gradient checkpointing,
-paged 8-bit AdamW. Runs where CUDA is (the lent GPU machine); skipped on CPU-only CI."""
+paged 8-bit AdamW; and the pre-Ampere one (a T4's, forced with GEMMA_PIPELINE_DEVICE_CAPABILITY):
+fp16 with loss scaling, float16 compute, float32 adapters. Runs where CUDA is (the lent GPU
+machine); skipped on CPU-only CI."""
 
 import pytest
 import torch
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
+from gemma_pipeline.modeling.capability import CAPABILITY_OVERRIDE
 from gemma_pipeline.training import run as run_module
 from gemma_pipeline.training.run import train_adapter
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def test_cuda_recipe_trains_a_4bit_model(tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch):
+@pytest.mark.parametrize("forced_capability", [None, "7.5"], ids=["native", "pre-ampere"])
+def test_cuda_recipe_trains_a_4bit_model(
+    tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch, forced_capability
+):
     from bitsandbytes.nn import Linear4bit
     from datasets import Dataset
 
@@ -30,6 +36,10 @@ def test_cuda_recipe_trains_a_4bit_model(tmp_path, tiny_model_dir, tiny_tokenize
                 "question_id": f"q{question}",
             }
         )
+    if forced_capability:
+        monkeypatch.setenv(CAPABILITY_OVERRIDE, forced_capability)
+    else:
+        monkeypatch.delenv(CAPABILITY_OVERRIDE, raising=False)
     params = TrainQloraParams.model_validate(
         {
             "per_device_train_batch_size": 4,
@@ -51,7 +61,9 @@ def test_cuda_recipe_trains_a_4bit_model(tmp_path, tiny_model_dir, tiny_tokenize
         seen["paged"] = getattr(self.optimizer, "is_paged", None)
         seen["quantized"] = any(isinstance(m, Linear4bit) for m in self.model.modules())
         seen["checkpointing"] = self.model.is_gradient_checkpointing
-        seen["bf16"] = self.args.bf16
+        seen["bf16"], seen["fp16"] = self.args.bf16, self.args.fp16
+        seen["scaler"] = self.accelerator.scaler is not None
+        seen["adapter_dtypes"] = {p.dtype for p in self.model.parameters() if p.requires_grad}
         return optimizer
 
     monkeypatch.setattr(run_module.QLoRASFTTrainer, "create_optimizer", spy_optimizer)
@@ -62,8 +74,16 @@ def test_cuda_recipe_trains_a_4bit_model(tmp_path, tiny_model_dir, tiny_tokenize
     assert history["setup"]["device"] == "cuda"
     assert quantization["bnb_4bit_quant_type"] == "nf4"
     assert quantization["bnb_4bit_use_double_quant"] is True
-    assert quantization["bnb_4bit_compute_dtype"] == "bfloat16"
-    assert seen["quantized"] and seen["checkpointing"] and seen["bf16"]
+    assert seen["quantized"] and seen["checkpointing"]
+    if forced_capability:
+        assert quantization["bnb_4bit_compute_dtype"] == "float16"
+        assert seen["fp16"] and not seen["bf16"] and seen["scaler"]
+        assert seen["adapter_dtypes"] == {torch.float32}
+        assert history["setup"]["attention"] == "eager"
+        assert history["setup"]["fused_kernels"] is False
+    else:
+        assert quantization["bnb_4bit_compute_dtype"] == "bfloat16"
+        assert seen["bf16"] and not seen["fp16"]
     assert seen["optimizer_module"].startswith("bitsandbytes"), seen
     assert "paged_adamw_8bit" in seen["optim"].lower() and seen["paged"] is True, seen
     losses = [entry["loss"] for entry in history["log_history"] if "loss" in entry]

@@ -14,6 +14,7 @@ import torch
 from transformers import BitsAndBytesConfig
 
 from gemma_pipeline.config import QuantizationParams
+from gemma_pipeline.modeling.capability import compute_dtype_for, probe_device
 from gemma_pipeline.modeling.loading import parse_dtype
 
 logger = logging.getLogger(__name__)
@@ -51,9 +52,12 @@ def get_quantization_config(params: QuantizationParams) -> BitsAndBytesConfig | 
             device,
         )
         return None
+    compute_dtype = params.compute_dtype
+    if compute_dtype == "auto":  # evaluation; training passes it resolved
+        compute_dtype = compute_dtype_for(probe_device())
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=params.quant_type,
         bnb_4bit_use_double_quant=params.double_quant,
-        bnb_4bit_compute_dtype=parse_dtype(params.compute_dtype),
+        bnb_4bit_compute_dtype=parse_dtype(compute_dtype),
     )

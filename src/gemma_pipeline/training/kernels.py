@@ -6,6 +6,7 @@ kernel, instead of a dense float32 score matrix per row. Gemma-2 also runs four 
 tanh-GeLU gate per layer, each a chain of float32 elementwise kernels over every token, three
 times a step under gradient checkpointing; Liger fuses each into one Triton kernel (same maths:
 Gemma's ``1 + weight`` scaling in float32, tanh GeLU). The LM head is left to the loss.
+Which devices get them is chosen in ``gemma_pipeline.modeling.capability``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,6 @@ import logging
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-#: The attention the packed recipe trains with, by device. On the CPU eager, whatever the model
-#: section says: SDPA with packed rows' block-diagonal masks was no faster (1.59 s a demo step
-#: against 1.55, 2 cores), and the demo's gains were measured with eager.
-PACKED_ATTENTION = {"cuda": "flex_attention", "cpu": "eager"}
 
 _PATCHES = {
     "gemma2": "apply_liger_kernel_to_gemma2",
@@ -58,3 +54,22 @@ def allow_shape_changes() -> None:
     import torch
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+
+
+def keep_norms_in_float32(model: Any) -> int:
+    """Under fp16 autocast, make every RMSNorm return float32; the number of norms changed.
+
+    Gemma's norms compute in float32 but hand back their input's dtype. After a projection that
+    input is fp16, so a post-norm output past 65504 (Gemma-2 scales them up) would become inf
+    before it reaches the float32 residual stream. Given a float32 input they return float32,
+    and the residual add stays float32; the next projection is fp16 again under autocast.
+    """
+    import torch
+
+    def to_float32(module: Any, args: tuple) -> tuple:
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    norms = [m for m in model.modules() if type(m).__name__.endswith("RMSNorm")]
+    for norm in norms:
+        norm.register_forward_pre_hook(to_float32)
+    return len(norms)

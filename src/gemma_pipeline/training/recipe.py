@@ -90,7 +90,9 @@ def get_sft_config(
         num_train_epochs=params.num_train_epochs,
         max_steps=params.max_steps,
         optim=optim,
-        bf16=params.bf16 and on_gpu,
+        # Resolved by modeling.capability (build_trainer): never "auto" here.
+        bf16=params.bf16 is True and on_gpu,
+        fp16=params.fp16 is True and on_gpu,
         # Without it, processes launched on a machine with no GPU would each train alone.
         use_cpu=not on_gpu,
         gradient_checkpointing=params.gradient_checkpointing,

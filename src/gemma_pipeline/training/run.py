@@ -16,12 +16,13 @@ from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from gemma_pipeline.config import ModelParams, TrainQloraParams
 from gemma_pipeline.distributed import check_same_on_every_process, world_size
+from gemma_pipeline.modeling.capability import choose_training_setup, probe_device
 from gemma_pipeline.modeling.from_params import model_from_params, tokenizer_from_params
-from gemma_pipeline.modeling.quantization import compute_device, get_quantization_config
+from gemma_pipeline.modeling.quantization import get_quantization_config
 
 from .checkpoints import checkpoint_step, last_good_checkpoint
 from .data import rows_digest
-from .kernels import PACKED_ATTENTION, allow_shape_changes, apply_fused_kernels
+from .kernels import allow_shape_changes, apply_fused_kernels
 from .recipe import (
     describe,
     get_collator,
@@ -54,17 +55,15 @@ def build_trainer(
             raise ValueError(f"train_qlora.tasks {sorted(wanted)} selects no training rows")
     if params.max_train_rows is not None:
         train_dataset = train_dataset.select(range(min(params.max_train_rows, len(train_dataset))))
-    device = compute_device()
+    # Mixed precision, 4-bit compute dtype, attention and kernels for this device (or refused).
+    chosen = choose_training_setup(params, model_params, probe_device())
+    params, model_params, device = chosen.params, chosen.model_params, chosen.device.kind
     quantization = get_quantization_config(params.quantization)
     tokenizer = tokenizer_from_params(model_params)
-    packed_on_gpu = params.recipe == "packed" and device == "cuda"
-    if packed_on_gpu:
+    if chosen.flex_attention:
         allow_shape_changes()
-    if params.recipe == "packed":
-        attention = PACKED_ATTENTION["cuda" if device == "cuda" else "cpu"]
-        model_params = model_params.model_copy(update={"attn_implementation": attention})
     model = model_from_params(model_params, quantization)
-    fused = packed_on_gpu and apply_fused_kernels(model)
+    fused = chosen.fused_kernels and apply_fused_kernels(model)
 
     # The rows' content, not datasets' fingerprint of how they were made: the same on a process
     # that loaded them from disk and one that tokenized them itself.
@@ -105,7 +104,7 @@ def build_trainer(
         args=get_sft_config(params, output_dir, report_to or [], processes),
         train_dataset=train_dataset,
         data_collator=get_collator(
-            params, tokenizer.pad_token_id, width_multiple=128 if packed_on_gpu else 1
+            params, tokenizer.pad_token_id, width_multiple=128 if chosen.flex_attention else 1
         ),
         processing_class=tokenizer,
         peft_config=get_peft_config(params),
@@ -121,7 +120,7 @@ def build_trainer(
         "resumed_from": resume_from,
         "train_rows": len(train_dataset),
         "setup": describe(params, quantization, device, model_params.attn_implementation, processes)
-        | {"fused_kernels": fused},
+        | {"fused_kernels": fused, "capability": chosen.describe()},
     }
     return trainer, setup
 

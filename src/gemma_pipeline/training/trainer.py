@@ -21,6 +21,7 @@ from gemma_pipeline.modeling.heads import backbone_of, project_to_logits
 from gemma_pipeline.prompting import IGNORE_INDEX
 
 from .data import GroupShuffleSampler, StepBatches, TrainRows
+from .kernels import keep_norms_in_float32
 
 
 def last_hidden_state(model: torch.nn.Module, **inputs: torch.Tensor | bool | None) -> torch.Tensor:
@@ -98,6 +99,13 @@ class QLoRASFTTrainer(SFTTrainer):
         self._recipe = recipe
         self._step_batches: StepBatches | None = None
         super().__init__(*args, **kwargs)
+        if self.args.fp16:
+            # TRL casts QLoRA adapters to bf16; fp16 mixed precision needs float32 master
+            # weights (loss scaling unscales their gradients, and fp16 steps would round away).
+            for parameter in self.model.parameters():
+                if parameter.requires_grad:
+                    parameter.data = parameter.data.float()
+            keep_norms_in_float32(self.model)
 
     def get_train_dataloader(self) -> DataLoader:
         groups = self._group_ids
